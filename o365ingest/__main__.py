@@ -1,0 +1,7 @@
+"""``python -m o365ingest``."""
+
+import sys
+
+from .cli import main
+
+sys.exit(main())
