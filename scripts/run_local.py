@@ -39,6 +39,8 @@ def collector_env(sim: Simulator) -> dict[str, str]:
         "O365_FILE_SINK_DIR": str(ROOT / "output"),
         "O365_CHECKPOINT_STORE": "local",
         "O365_CHECKPOINT_DIR": str(ROOT / ".state"),
+        # The simulated tenant holds three days of audit content: collect all of it on the first run.
+        "O365_LOOKBACK_HOURS": "96",
         # The App Service managed-identity protocol, as the Functions host provides it.
         "IDENTITY_ENDPOINT": sim.identity_endpoint,
         "IDENTITY_HEADER": sim.identity_header,
