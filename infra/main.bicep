@@ -85,8 +85,23 @@ param keyVaultSoftDeleteRetentionDays int = 7
 @maxValue(730)
 param logAnalyticsRetentionDays int = 30
 
-@description('Resource ID of an existing action group for the alert rules of monitoring.bicep; empty for none.')
+@description('Resource ID of an existing action group for the alert rules (infra/app/alerts.bicep); empty for none.')
 param alertActionGroupId string = ''
+
+@description('Alert when a live stream\'s watermark is older than this many minutes.')
+@minValue(15)
+param alertLagThresholdMinutes int = 120
+
+@description('Alert when no live run was reported for this long: at least three audit timer periods.')
+@allowed([
+  'PT15M'
+  'PT30M'
+  'PT45M'
+  'PT1H'
+  'PT2H'
+  'PT6H'
+])
+param alertStalledWindow string = 'PT30M'
 
 // ---------------------------------------------------------------------------------------------
 // Collector settings. Each parameter is the app setting of the same name in o365ingest/settings.py
@@ -311,6 +326,8 @@ module monitoring './app/monitoring.bicep' = {
     tags: tags
     retentionInDays: logAnalyticsRetentionDays
     actionGroupId: alertActionGroupId
+    lagThresholdMinutes: alertLagThresholdMinutes
+    stalledWindow: alertStalledWindow
   }
 }
 

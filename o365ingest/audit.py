@@ -25,6 +25,7 @@ from .errors import ApiError, BadContentError, CheckpointConflict, O365IngestErr
 from .management import ContentItem, ManagementClient
 from .planning import Plan, Window, WindowPolicy, plan_windows
 from .publisher import StreamPublisher
+from .recordids import RecordIds
 from .runtime import Runtime
 from .settings import TenantConfig
 from .sinks import StreamKey
@@ -164,10 +165,10 @@ class AuditStream:
         client = await rt.management(self.tenant, deadline=lambda: deadline, stream=self.content_type)
         tracker = WatermarkTracker(cursor.watermark)
         publisher = StreamPublisher(rt.sink, self.key, envelope=s.envelope == "records", on_oversize=self._oversize,
-                                    max_attempts=s.max_attempts, on_sent=self._sent)
+                                    max_attempts=s.max_attempts, on_sent=self._sent, on_failed=self._send_failed)
         queue: asyncio.Queue[Any] = asyncio.Queue(maxsize=max(4, 2 * s.fetch_concurrency))
         awaiting: list[tuple[ContentItem, int, str]] = []  # (blob, batch it depends on, outcome)
-        seen_ids: set[int] = set()
+        seen_ids = RecordIds()
         state = _RunState(cursor=cursor, etag=etag, tracker=tracker, awaiting=awaiting, publisher=publisher)
 
         def out_of_time() -> bool:
@@ -234,7 +235,7 @@ class AuditStream:
         elif time.monotonic() >= deadline or lock_lost.is_set() or tracker.outstanding:
             status = "partial"
         watermark = state.cursor.watermark
-        if watermark is not None:
+        if watermark is not None and self.backfill is None:
             rt.instruments.watermark_lag.record((rt.clock() - watermark).total_seconds(), self.attributes)
         reason = self._stop_reason
         return StreamResult(str(self.key), status, self.stats, watermark,
@@ -267,7 +268,7 @@ class AuditStream:
             yield page
 
     async def _handle(self, client: ManagementClient, item: ContentItem, publisher: StreamPublisher,
-                      seen_ids: set[int], state: _RunState) -> None:
+                      seen_ids: RecordIds, state: _RunState) -> None:
         rt = self.rt
         outcome = "delivered"
         try:
@@ -277,22 +278,8 @@ class AuditStream:
                 records = await client.fetch_blob(item)
             self.stats.fetched += 1
             rt.instruments.blobs_fetched.add(1, self.attributes)
-            for record in records:
-                record_id = record.get("Id")
-                if isinstance(record_id, str):
-                    digest = hash(record_id)
-                    if digest in seen_ids:
-                        self.stats.duplicates += 1
-                        rt.instruments.duplicates_dropped.add(1, self.attributes)
-                        continue
-                    seen_ids.add(digest)
-                body, properties = record_event(record, item, self.tenant.tenant_id)
-                await publisher.add(body, properties)
-                self.stats.records += 1
-                self.stats.bytes += len(body)
+            await self._publish(records, item, publisher, seen_ids)
             depends_on = publisher.last_seq
-            delay = (rt.clock() - item.content_created).total_seconds()
-            rt.instruments.availability_delay.record(delay, self.attributes)
         except UnsafeUrlError as exc:
             outcome, depends_on = "rejected", 0
             await self._dead_letter(item, "rejected", exc.message)
@@ -323,6 +310,50 @@ class AuditStream:
             return
         state.awaiting.append((item, depends_on, outcome))
 
+    async def _publish(self, records: list[dict[str, Any]], item: ContentItem, publisher: StreamPublisher,
+                       seen_ids: RecordIds) -> None:
+        """A blob's records, less those this run already published, into the publisher (the hot path).
+
+        Envelopes carry no per-record properties, so in envelope mode only the bodies are built and
+        they go to the publisher in one call; a record's properties are made only if it is too large
+        for an event and has to be dead-lettered.
+        """
+        stats = self.stats
+        is_new = seen_ids.add
+        dumps = orjson.dumps
+        published = size = duplicates = 0
+        try:
+            if publisher.envelope:
+                kept: list[dict[str, Any]] = []
+                bodies: list[bytes] = []
+                for record in records:
+                    record_id = record.get("Id")
+                    if isinstance(record_id, str) and not is_new(record_id):
+                        duplicates += 1
+                        continue
+                    kept.append(record)
+                    bodies.append(dumps(record))
+                tenant_id = self.tenant.tenant_id
+                published, size = await publisher.add_bodies(
+                    bodies, lambda i: record_event(kept[i], item, tenant_id)[1])
+            else:
+                tenant_id = self.tenant.tenant_id
+                for record in records:
+                    record_id = record.get("Id")
+                    if isinstance(record_id, str) and not is_new(record_id):
+                        duplicates += 1
+                        continue
+                    body, properties = record_event(record, item, tenant_id)
+                    if await publisher.add(body, properties):  # 0: too large for an event, dead-lettered
+                        published += 1
+                        size += len(body)
+        finally:
+            stats.records += published
+            stats.bytes += size
+            if duplicates:
+                stats.duplicates += duplicates
+                self.rt.instruments.duplicates_dropped.add(duplicates, self.attributes)
+
     async def _dead_letter(self, item: ContentItem, reason: str, detail: str) -> None:
         """Keep a reference to the blob (it can be fetched again until it expires)."""
         reference = orjson.dumps({"contentId": item.content_id, "contentUri": item.content_uri,
@@ -352,6 +383,11 @@ class AuditStream:
         self.rt.instruments.eventhub_events.add(events, self.attributes)
         self.rt.instruments.bytes_published.add(size, self.attributes)
 
+    def _send_failed(self, will_retry: bool) -> None:
+        self.rt.instruments.eventhub_send_failures.add(1, self.attributes)
+        if will_retry:
+            self.rt.instruments.retries.add(1, {**self.attributes, "operation": "EventHubSend"})
+
     async def _commit(self, state: _RunState, final: bool = False) -> None:
         """Mark blobs whose records the sink acknowledged as handled, move the watermark, save."""
         acked = state.publisher.acked_through
@@ -367,6 +403,9 @@ class AuditStream:
             if outcome == "delivered":
                 self.stats.delivered += 1
                 state.cursor.delivered_blobs += 1
+                if self.backfill is None:  # contentCreated -> acknowledged by the sink
+                    delay = (self.rt.clock() - item.content_created).total_seconds()
+                    self.rt.instruments.availability_delay.record(delay, self.attributes)
             else:
                 self.stats.abandoned[outcome] = self.stats.abandoned.get(outcome, 0) + 1
                 state.cursor.count_abandoned(outcome)

@@ -12,15 +12,17 @@ from collections.abc import Sequence
 from datetime import datetime
 from pathlib import Path
 
+from . import doctor
 from .audit import StreamResult, StreamStats
 from .check import check_tokens
 from .cursor import parse_time
 from .planning import MAX_AGE, Window
-from .runner import run_audit
+from .runner import run_audit, run_messagetrace
 from .runtime import Runtime
 from .settings import CONTENT_TYPES, Settings, SettingsError, load_settings, read_env_file
-from .status import format_status, stream_status
+from .status import format_backfills, format_status, status_document
 from .tokens import TokenRegistry
+from .tracecursor import MAX_AGE as TRACE_MAX_AGE
 
 
 def _settings(args: argparse.Namespace) -> Settings:
@@ -66,16 +68,34 @@ def _report(results: list[StreamResult]) -> int:
 
 async def _run(settings: Settings, args: argparse.Namespace, backfill: Window | None = None) -> int:
     async with Runtime.create(settings) as runtime:
-        results = await run_audit(runtime, budget_seconds=args.budget, tenant_ids=args.tenant,
-                                  content_types=args.content_type, backfill=backfill, progress=_progress)
-    return _report(results)
+        jobs = []
+        if args.stream in ("audit", "all"):
+            jobs.append(run_audit(runtime, budget_seconds=args.budget, tenant_ids=args.tenant,
+                                  content_types=args.content_type, backfill=backfill, progress=_progress))
+        if args.stream in ("messagetrace", "all"):  # nothing (and a log line) while message traces are off
+            jobs.append(run_messagetrace(runtime, budget_seconds=args.budget, tenant_ids=args.tenant,
+                                         backfill=backfill, progress=None if jobs else _progress))
+        groups = await asyncio.gather(*jobs)
+    return _report([result for group in groups for result in group])
 
 
 async def _status(settings: Settings, as_json: bool) -> int:
     async with Runtime.create(settings) as runtime:
-        rows = await stream_status(runtime)
-    print(json.dumps(rows, indent=2) if as_json else format_status(rows))
+        document = await status_document(runtime)
+    if as_json:
+        print(json.dumps(document, indent=2))
+    else:
+        print(format_status(document["streams"]))
+        if document["backfills"]:
+            print(format_backfills(document["backfills"]))
     return 0
+
+
+async def _doctor(settings: Settings) -> int:
+    async with Runtime.create(settings) as runtime:
+        checks = await doctor.run_doctor(runtime)
+    print(doctor.report(checks))
+    return doctor.exit_code(checks)
 
 
 def _time(value: str) -> datetime:
@@ -101,6 +121,8 @@ def build_parser() -> argparse.ArgumentParser:
     def scoped(p: argparse.ArgumentParser) -> None:
         p.add_argument("--tenant", action="append", help="only this tenant GUID (repeatable)")
         p.add_argument("--content-type", action="append", choices=CONTENT_TYPES, help="only this content type")
+        p.add_argument("--stream", choices=("audit", "messagetrace", "all"), default="all",
+                       help="audit logs, message traces (when O365_MESSAGETRACE_ENABLED), or both (default)")
         p.add_argument("--budget", type=float, default=None,
                        help="seconds before the run stops taking new work (default: the Function budget)")
 
@@ -108,14 +130,20 @@ def build_parser() -> argparse.ArgumentParser:
                          description="List, fetch and publish every configured stream once, then commit.")
     scoped(run)
     backfill = sub.add_parser("backfill", help="replay a window without moving the live checkpoints",
-                              description="Re-collect [--start, --end) (at most 7 days back: the API's limit). "
-                                          "Blobs the live streams already delivered are skipped. Resumable: "
-                                          "running the same window again continues where it stopped.")
+                              description="Re-collect [--start, --end) (audit: at most 7 days back; message "
+                                          "traces: 90 days, the APIs' limits). What the live streams already "
+                                          "delivered is skipped. Resumable: running the same window again "
+                                          "continues where it stopped.")
     backfill.add_argument("--start", type=_time, required=True, help="ISO 8601 start (inclusive)")
     backfill.add_argument("--end", type=_time, required=True, help="ISO 8601 end (exclusive)")
     scoped(backfill)
     status = sub.add_parser("status", help="per stream: watermark, lag, seen and abandoned blobs, last error")
     status.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    sub.add_parser("doctor", help="self-test: credentials, tokens and roles, audit logging, subscriptions, clock, "
+                   "Event Hubs, checkpoints; one remedy per problem",
+                   description="Check everything a run needs and print one line per check, plus one line with the "
+                               "exact remedy for each problem. Exit code 0: healthy; 1: something failed; "
+                               "3: warnings only (e.g. a certificate expiring within 30 days).")
     return parser
 
 
@@ -133,14 +161,21 @@ def main(argv: Sequence[str] | None = None) -> int:
         logging.getLogger(noisy).setLevel(logging.WARNING)
     if args.command == "check":
         return asyncio.run(_check(settings))
+    if args.command in ("run", "backfill") and args.stream == "messagetrace" and not settings.messagetrace_enabled:
+        parser.error("message traces are off: set O365_MESSAGETRACE_ENABLED=true")
     if args.command == "run":
         return asyncio.run(_run(settings, args))
     if args.command == "backfill":
         if args.end <= args.start:
             parser.error("--end must be after --start")
-        if args.start < datetime.now(args.start.tzinfo) - MAX_AGE:
-            parser.error("--start is more than 7 days back; the Management Activity API cannot list it")
+        if args.stream != "messagetrace" and args.start < datetime.now(args.start.tzinfo) - MAX_AGE:
+            parser.error("--start is more than 7 days back; the Management Activity API cannot list it"
+                         + (" (--stream messagetrace reaches 90 days back)" if settings.messagetrace_enabled else ""))
+        if args.start < datetime.now(args.start.tzinfo) - TRACE_MAX_AGE:
+            parser.error("--start is more than 90 days back; message traces are kept 90 days")
         return asyncio.run(_run(settings, args, Window(args.start, args.end)))
     if args.command == "status":
         return asyncio.run(_status(settings, args.json))
+    if args.command == "doctor":
+        return asyncio.run(_doctor(settings))
     return 2

@@ -24,7 +24,7 @@ import orjson
 from .clouds import MANAGEMENT_DLP_ROLE, MANAGEMENT_ROLE
 from .cursor import parse_time
 from .errors import ApiError, BadContentError, UnsafeUrlError
-from .http import Backoff, RateLimiter, retry_after_seconds, same_origin
+from .http import Backoff, RateLimiter, acquired, retry_after_seconds, same_origin, send_with_retries
 from .planning import Window, format_api_time
 from .settings import TenantConfig
 from .tokens import TenantTokens
@@ -47,6 +47,7 @@ FATAL_REMEDIES: dict[str, str] = {
     "AF20031": "The API refused a NextPageUri; the window will be listed again next run.",
 }
 AUDIT_OFF_MARKER = "does not exist"
+TOKEN_REUSE_SECONDS = 60.0
 
 
 @dataclass(frozen=True)
@@ -74,7 +75,8 @@ def error_code(body: bytes) -> tuple[str | None, str]:
         doc = orjson.loads(body)
         err = doc.get("error", {}) if isinstance(doc, dict) else {}
         if isinstance(err, dict):
-            return (str(err["code"]) if err.get("code") else None), str(err.get("message", ""))[:500]
+            message = str(err.get("message", "")).strip().splitlines()
+            return (str(err["code"]) if err.get("code") else None), (message[0] if message else "")[:500]
     except (orjson.JSONDecodeError, AttributeError):
         pass
     return None, body[:200].decode("utf-8", "replace")
@@ -91,7 +93,7 @@ class ManagementClient:
     def __init__(self, http: httpx.AsyncClient, base_url: str, tenant: TenantConfig, tokens: TenantTokens,
                  resource: str, limiter: RateLimiter, *, max_attempts: int = 6, backoff: Backoff | None = None,
                  deadline: Callable[[], float] | None = None, on_request: Callable[[str, int, str | None], None]
-                 | None = None) -> None:
+                 | None = None, on_retry: Callable[[str], None] | None = None) -> None:
         self.http = http
         self.base_url = base_url.rstrip("/")
         self.feed = f"{self.base_url}/api/v1.0/{tenant.tenant_id}/activity/feed"
@@ -103,6 +105,7 @@ class ManagementClient:
         self.backoff = backoff or Backoff()
         self.deadline = deadline or (lambda: float("inf"))
         self.on_request = on_request or (lambda op, status, code: None)
+        self.on_retry = on_retry or (lambda op: None)
         self.retries = 0
         self.throttled = 0
 
@@ -144,6 +147,7 @@ class ManagementClient:
                 if attempts >= self.max_attempts:
                     raise
                 self.retries += 1
+                self.on_retry("GetBlob")
                 delay = self.backoff.delay(attempts)
                 log.warning("blob %s: %s; retrying in %.1fs (attempt %d of %d)", item.content_id, exc.message,
                             delay, attempts, self.max_attempts)
@@ -173,36 +177,40 @@ class ManagementClient:
         """One API call with pacing, token, PublisherIdentifier, retries and error classification."""
         if not same_origin(url, self.base_url):
             raise UnsafeUrlError(f"refusing to send a token to {urlsplit(url).hostname}")
-        url = with_publisher(url, self.tenant.publisher_id)
-        attempts = 0
-        refreshed = False
-        while True:
-            attempts += 1
-            await self.limiter.acquire()
-            token = (await self.tokens.get(self.resource)).access_token
-            try:
-                response = await self.http.request(method, url, headers={"Authorization": f"Bearer {token}"})
-            except httpx.TransportError as exc:  # timeouts, refused / dropped connections, protocol errors
-                self.on_request(op, 0, type(exc).__name__)
-                error = ApiError(f"{op} failed: {type(exc).__name__}", status=None, retryable=True)
-            else:
-                if response.status_code < 300:
-                    self.on_request(op, response.status_code, None)
-                    return response
-                error = self._classify(op, response)
-                self.on_request(op, response.status_code, error.code)
-                if response.status_code == 401 and not refreshed and error.code != "AF10001":
-                    refreshed = True
-                    await self.tokens.invalidate()
-                    attempts -= 1
-                    continue
-            if not error.retryable or attempts >= self.max_attempts:
-                raise error
-            self.retries += 1
-            delay = error.retry_after if error.retry_after is not None else self.backoff.delay(attempts)
-            log.info("%s %s: %s; retry %d of %d in %.1fs", op, self.tenant.tenant_id, error.message, attempts,
-                     self.max_attempts - 1, delay)
-            await self._sleep(delay, error)
+        return await send_with_retries(
+            self.http, method, with_publisher(url, self.tenant.publisher_id), op=op, token=self._token,
+            classify=self._classify, slot=lambda: acquired(self.limiter), max_attempts=self.max_attempts,
+            backoff=self.backoff, deadline=self.deadline, renew_token=self._renew,
+            on_request=self.on_request, on_retry=self._retrying)
+
+    # The bearer token, reused between requests: MSAL's cache lookup runs in a worker thread and
+    # decodes the token, which cost more CPU per blob than the request itself.
+    _bearer: str | None = None
+    _bearer_until = 0.0
+
+    async def _token(self) -> str:
+        now = time.monotonic()
+        if self._bearer is not None and now < self._bearer_until:
+            return self._bearer
+        token = await self.tokens.get(self.resource)
+        # At most a minute, and never into the last five minutes of the token's life (MSAL renews there).
+        self._bearer_until = now + min(TOKEN_REUSE_SECONDS, token.expires_in - 300)
+        self._bearer = token.access_token
+        return token.access_token
+
+    async def _renew(self, error: ApiError) -> bool:
+        """A 401 gets one fresh token, unless it names a missing permission (a new token cannot fix that)."""
+        if error.code == "AF10001":
+            return False
+        self._bearer = None
+        await self.tokens.invalidate()
+        return True
+
+    def _retrying(self, op: str, error: ApiError, attempt: int, delay: float) -> None:
+        self.retries += 1
+        self.on_retry(op)
+        log.info("%s %s: %s; retry %d of %d in %.1fs", op, self.tenant.tenant_id, error.message, attempt,
+                 self.max_attempts - 1, delay)
 
     async def _sleep(self, delay: float, error: Exception) -> None:
         if time.monotonic() + delay > self.deadline():
@@ -225,7 +233,8 @@ class ManagementClient:
                             remedy=f"Add the application permission {missing} (Office 365 Management APIs) to the "
                                    f"app registration and grant admin consent in tenant {self.tenant.tenant_id}.")
         if AUDIT_OFF_MARKER in message and "Tenant" in message:
-            return ApiError(text, status=status, code=code or "AuditDisabled", fatal=True,
+            # Microsoft's body splits one long string (with a correlation ID) between code and message.
+            return ApiError(text, status=status, code="AuditDisabled", fatal=True,
                             remedy="Unified audit logging looks off for this tenant: turn it on in Microsoft Purview "
                                    "> Audit (or Set-AdminAuditLogConfig -UnifiedAuditLogIngestionEnabled $true); "
                                    "it can take 60 minutes to take effect.")

@@ -30,7 +30,8 @@ OversizeHandler = Callable[[bytes, Mapping[str, Any]], Awaitable[None]]
 class StreamPublisher:
     def __init__(self, sink: Sink, stream: StreamKey, *, envelope: bool, on_oversize: OversizeHandler,
                  max_in_flight: int = 2, max_attempts: int = 5, backoff: Backoff | None = None,
-                 on_sent: Callable[[int, int], None] | None = None) -> None:
+                 on_sent: Callable[[int, int], None] | None = None,
+                 on_failed: Callable[[bool], None] | None = None) -> None:
         self.sink = sink
         self.stream = stream
         self.envelope = envelope
@@ -38,6 +39,7 @@ class StreamPublisher:
         self.max_attempts = max_attempts
         self.backoff = backoff or Backoff(base=0.5, cap=20.0)
         self.on_sent = on_sent or (lambda events, size: None)
+        self.on_failed = on_failed or (lambda will_retry: None)  # each send not acknowledged
         self._slots = asyncio.Semaphore(max_in_flight)
         self._batch: Batch | None = None
         self._seq = 0  # number of the batch being filled
@@ -97,9 +99,54 @@ class StreamPublisher:
             return 0
         if self._pending and self._pending_size + 1 + len(body) + overhead > limit:
             await self._close_envelope()
+            await self._current()  # the record goes into the next batch: its number is the one returned
         self._pending.append(body)
         self._pending_size += len(body) + (1 if len(self._pending) > 1 else 0)
         return self._seq
+
+    async def add_bodies(self, bodies: list[bytes],
+                         properties: Callable[[int], Mapping[str, Any]]) -> tuple[int, int]:
+        """Queue many records at once; returns how many were queued (the others were dead-lettered) and
+        their bytes.
+
+        The same as ``add`` for each body in turn, without a call per record: envelopes carry no
+        per-record properties, so ``properties(i)`` is only called for a record that has to go to
+        the oversize handler (or, in one-record-per-event mode, for every record). Afterwards
+        ``last_seq`` is the batch holding the last queued record.
+        """
+        if self.error is not None:
+            raise self.error
+        queued = queued_bytes = 0
+        if not self.envelope:
+            for i, body in enumerate(bodies):
+                if await self._add_event(body, properties(i)):
+                    queued += 1
+                    queued_bytes += len(body)
+            return queued, queued_bytes
+        await self._current()
+        limit = self._envelope_limit
+        overhead = len(ENVELOPE_HEAD) + len(ENVELOPE_TAIL)
+        pending = self._pending
+        size = self._pending_size
+        for i, body in enumerate(bodies):
+            n = len(body)
+            if n + overhead > limit:
+                self._pending_size = size
+                await self.on_oversize(body, properties(i))
+                continue
+            if pending and size + 1 + n + overhead > limit:
+                self._pending_size = size
+                await self._close_envelope()
+                await self._current()
+                pending, size = self._pending, 0
+            if pending:
+                size += 1
+            pending.append(body)
+            size += n
+            queued += 1
+            queued_bytes += n
+        self._pending_size = size
+        return queued, queued_bytes
 
     async def _close_envelope(self) -> None:
         if not self._pending:
@@ -139,7 +186,9 @@ class StreamPublisher:
                 try:
                     await self.sink.send(self.stream, batch)
                 except SinkError as exc:
-                    if attempt == self.max_attempts or self.error is not None:
+                    final = attempt == self.max_attempts or self.error is not None
+                    self.on_failed(not final)
+                    if final:
                         self.error = exc
                         log.error("stream %s: batch %d not acknowledged after %d attempts: %s", self.stream, seq,
                                   attempt, exc.message)

@@ -7,6 +7,7 @@ Event Hubs links are reused across timer runs. The CLI opens one per command.
 from __future__ import annotations
 
 import asyncio
+import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -16,6 +17,7 @@ import httpx
 
 from .http import RateLimiter, make_http_client
 from .management import ManagementClient
+from .quota import QUOTA_PERIOD, QuotaLimiter, share_limit
 from .settings import Settings, TenantConfig
 from .sinks import ProducerFactory, Sink, make_sink
 from .stores import CheckpointStore, DeadLetterStore, make_stores
@@ -27,13 +29,24 @@ def utcnow() -> datetime:
     return datetime.now(UTC)
 
 
+_METRIC_CODE = re.compile(r"^[A-Za-z][A-Za-z0-9_.]{0,39}$")
+
+
+def metric_code(code: str | None) -> str:
+    """An error code as a metric dimension: codes come from response bodies, so anything that is not
+    a short identifier (a message, a correlation ID) becomes "other" to keep cardinality bounded."""
+    if not code:
+        return ""
+    return code if _METRIC_CODE.match(code) else "other"
+
+
 @dataclass
 class TenantPacing:
     """Shared by every stream of one tenant: Microsoft's budgets are per tenant."""
 
     limiter: RateLimiter
     fetch_slots: asyncio.Semaphore
-    graph_limiter: RateLimiter
+    graph_limiter: QuotaLimiter  # the message-trace quota: Graph list and detail calls
 
 
 @dataclass
@@ -46,12 +59,14 @@ class Runtime:
     tokens: TokenRegistry
     instruments: Instruments
     clock: Callable[[], datetime] = utcnow
+    graph_quota_period: float = QUOTA_PERIOD  # Microsoft's 5 minutes; tests shorten it with the simulator's
     _pacing: dict[str, TenantPacing] = field(default_factory=dict)
 
     @classmethod
     def create(cls, settings: Settings, *, sink: Sink | None = None, producer_factory: ProducerFactory | None = None,
                stores: tuple[CheckpointStore, DeadLetterStore] | None = None,
-               instruments: Instruments | None = None, clock: Callable[[], datetime] = utcnow) -> Runtime:
+               instruments: Instruments | None = None, clock: Callable[[], datetime] = utcnow,
+               graph_quota_period: float = QUOTA_PERIOD) -> Runtime:
         checkpoints, deadletters = stores or make_stores(settings)
         streams_per_tenant = len(settings.content_types) + 1
         return cls(
@@ -63,6 +78,7 @@ class Runtime:
             tokens=TokenRegistry(settings),
             instruments=instruments or Instruments.create(),
             clock=clock,
+            graph_quota_period=graph_quota_period,
         )
 
     def pacing(self, tenant: TenantConfig) -> TenantPacing:
@@ -72,7 +88,7 @@ class Runtime:
             pacing = TenantPacing(
                 limiter=RateLimiter(s.requests_per_minute, 60.0),
                 fetch_slots=asyncio.Semaphore(s.fetch_concurrency),
-                graph_limiter=RateLimiter(100 * s.messagetrace_quota_share, 300.0),
+                graph_limiter=QuotaLimiter(share_limit(s.messagetrace_quota_share), self.graph_quota_period),
             )
             self._pacing[tenant.tenant_id] = pacing
         return pacing
@@ -84,14 +100,17 @@ class Runtime:
 
         def count(op: str, status: int, code: str | None) -> None:
             instruments.api_requests.add(1, {**attributes, "operation": op, "status": str(status),
-                                             "code": code or ""})
+                                             "code": metric_code(code)})
             if code == "AF429" or status == 429:
                 instruments.throttled.add(1, attributes)
+
+        def retried(op: str) -> None:
+            instruments.retries.add(1, {**attributes, "operation": op})
 
         return ManagementClient(
             self.http, self.settings.endpoints.management_url, tenant, await self.tokens.for_tenant(tenant),
             self.settings.endpoints.management_resource, self.pacing(tenant).limiter,
-            max_attempts=self.settings.max_attempts, deadline=deadline, on_request=count)
+            max_attempts=self.settings.max_attempts, deadline=deadline, on_request=count, on_retry=retried)
 
     async def close(self) -> None:
         await self.sink.close()

@@ -2,7 +2,15 @@
 
 Instruments are created against whatever meter provider is installed: Azure Monitor in the
 Function App (``azure-monitor-opentelemetry``; the retired OpenCensus exporter is not used), an
-in-memory reader in tests, or the no-op default. Dimensions are tenant and stream, never record data.
+in-memory reader in tests, or the no-op default. Dimensions are tenant and stream (plus a bounded
+reason, status, operation or error code where named below), never record data.
+
+- ``runs``: one per stream per run, ``status`` ok / partial / skipped / failed, ``kind`` run / backfill.
+- ``blobs_abandoned`` / ``blobs_dead_lettered`` / ``records_dead_lettered``: ``reason``.
+- ``api_requests``: ``operation``, ``status`` (HTTP status, 0 when no response) and ``code``.
+- ``retries``: ``operation`` (a Management API call, or ``EventHubSend``).
+- ``watermark_lag`` and ``availability_delay`` are recorded for live runs only: a backfill's
+  watermark is deliberately old and would trip the lag alert.
 """
 
 from __future__ import annotations
@@ -30,6 +38,8 @@ class Instruments:
     lost_ranges: Counter
     eventhub_batches: Counter
     eventhub_events: Counter
+    eventhub_send_failures: Counter
+    runs: Counter
     watermark_lag: Histogram
     availability_delay: Histogram
     run_duration: Histogram
@@ -53,6 +63,8 @@ class Instruments:
             lost_ranges=m.create_counter("o365ingest.ranges.lost", unit="{range}"),
             eventhub_batches=m.create_counter("o365ingest.sink.batches", unit="{batch}"),
             eventhub_events=m.create_counter("o365ingest.sink.events", unit="{event}"),
+            eventhub_send_failures=m.create_counter("o365ingest.sink.failures", unit="{batch}"),
+            runs=m.create_counter("o365ingest.runs", unit="{run}"),
             watermark_lag=m.create_histogram("o365ingest.watermark.lag", unit="s"),
             availability_delay=m.create_histogram("o365ingest.availability.delay", unit="s"),
             run_duration=m.create_histogram("o365ingest.run.duration", unit="s"),

@@ -95,10 +95,10 @@ resource plan 'Microsoft.Web/serverfarms@2024-04-01' = {
 }
 
 resource site 'Microsoft.Web/sites@2024-04-01' = {
-  //checkov:skip=CKV_AZURE_222:The app has no HTTP functions; its public endpoint serves only the key-protected admin API (manual runs from the portal, docs/deploy.md) and Entra-authenticated deployments by azd. Outbound traffic uses the VNet when vnetEnabled=true.
-  //checkov:skip=CKV_AZURE_17:No HTTP functions to protect; requiring client certificates would break the portal Test/Run of the timers, which uses the admin API with the master key.
+  //checkov:skip=CKV_AZURE_222:The public endpoint serves only key-protected APIs: the ops functions (backfill and status, function keys, POST only, docs/operations.md), the host admin API (manual runs from the portal) and Entra-authenticated deployments by azd. Outbound traffic uses the VNet when vnetEnabled=true.
+  //checkov:skip=CKV_AZURE_17:The only HTTP functions are the ops API, protected by function keys; requiring client certificates would break the portal Test/Run of the timers, which uses the admin API with the master key.
   //checkov:skip=CKV_AZURE_212:Flex Consumption scales from zero by design; the timers are singletons, and a missed occurrence is caught up from the checkpoints on the next run.
-  //checkov:skip=CKV_AZURE_213:Health checks probe an HTTP path; this app only has timer triggers, and failed runs are visible in Application Insights.
+  //checkov:skip=CKV_AZURE_213:Health checks need an anonymous HTTP path on always-on instances; this app scales from zero, its HTTP functions need keys, and failed or missing runs raise alerts in Application Insights (alerts.bicep).
   name: name
   location: location
   tags: union(tags, {

@@ -2,8 +2,8 @@
 // The Function App sends telemetry with its managed identity (APPLICATIONINSIGHTS_AUTHENTICATION_STRING
 // plus Monitoring Metrics Publisher on the component, see rbac.bicep).
 //
-// Module boundary for alerting: alert rules (failed runs, ingestion lag, dead letters) belong in
-// this file and will use actionGroupId; they are added by a later change.
+// Alert rules (stream behind, failed runs, abandoned or dead-lettered content, no runs at all) and
+// the operations workbook are deployed from here by ./alerts.bicep, notifying actionGroupId if set.
 
 @description('Log Analytics workspace name.')
 param logAnalyticsName string
@@ -24,6 +24,13 @@ param retentionInDays int = 30
 
 @description('Resource ID of an existing action group for alert rules; empty for none.')
 param actionGroupId string = ''
+
+@description('Alert when a live stream\'s watermark is older than this many minutes.')
+@minValue(15)
+param lagThresholdMinutes int = 120
+
+@description('Alert when no live run was reported for this long (ISO 8601 duration).')
+param stalledWindow string = 'PT30M'
 
 resource workspace 'Microsoft.OperationalInsights/workspaces@2023-09-01' = {
   name: logAnalyticsName
@@ -54,7 +61,18 @@ resource appInsights 'Microsoft.Insights/components@2020-02-02' = {
   }
 }
 
-// --- Alert rules go here (later change); they reference appInsights.id and actionGroupId.
+module alerts './alerts.bicep' = {
+  name: 'alerts'
+  params: {
+    namePrefix: appInsightsName
+    location: location
+    tags: tags
+    appInsightsId: appInsights.id
+    actionGroupId: actionGroupId
+    lagThresholdMinutes: lagThresholdMinutes
+    stalledWindow: stalledWindow
+  }
+}
 
 output appInsightsId string = appInsights.id
 output appInsightsName string = appInsights.name
@@ -63,3 +81,4 @@ output appInsightsName string = appInsights.name
 output connectionString string = appInsights.properties.ConnectionString
 output workspaceId string = workspace.id
 output actionGroupId string = actionGroupId
+output alertRuleNames array = alerts.outputs.alertRuleNames

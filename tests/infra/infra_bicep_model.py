@@ -296,6 +296,8 @@ class Evaluator:
             return simple[name](*args)
         if name == "load_json_content":
             return json.loads((self.tpl.path.parent / args[0]).read_text())
+        if name == "load_text_content":
+            return (self.tpl.path.parent / args[0]).read_text()
         if name in self.symbols:
             return self.symbols[name]
         raise Unresolved(f"function {name}")
