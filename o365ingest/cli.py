@@ -9,20 +9,20 @@ import logging
 import os
 import sys
 from collections.abc import Sequence
-from datetime import datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 from . import doctor
 from .audit import StreamResult, StreamStats
 from .check import check_tokens
 from .cursor import parse_time
-from .planning import MAX_AGE, Window
+from .ops import backfill_reach as reach  # one rule, shared with the ops function
+from .planning import Window
 from .runner import run_audit, run_messagetrace
 from .runtime import Runtime
-from .settings import CONTENT_TYPES, Settings, SettingsError, load_settings, read_env_file
+from .settings import CONTENT_TYPES, MESSAGETRACE_STREAM, Settings, SettingsError, load_settings, read_env_file
 from .status import format_backfills, format_status, status_document
 from .tokens import TokenRegistry
-from .tracecursor import MAX_AGE as TRACE_MAX_AGE
 
 
 def _settings(args: argparse.Namespace) -> Settings:
@@ -105,6 +105,19 @@ def _time(value: str) -> datetime:
         raise argparse.ArgumentTypeError(f"{value!r} is not an ISO 8601 time (e.g. 2026-11-20T00:00:00Z)") from exc
 
 
+def backfill_problem(start: datetime, stream: str, settings: Settings, now: datetime) -> str | None:
+    """Why ``--start`` is further back than a selected stream's API reads (None: it is not)."""
+    audit_age, audit_why = reach("audit", settings)
+    trace_age, trace_why = reach(MESSAGETRACE_STREAM, settings)  # 30 days with the legacy source
+    if stream in ("audit", "all") and start < now - audit_age:
+        hint = (f" (--stream messagetrace reaches {round(trace_age / timedelta(days=1))} days back)"
+                if settings.messagetrace_enabled else "")
+        return f"--start is more than {audit_why}{hint}"
+    if stream == "messagetrace" and start < now - trace_age:
+        return f"--start is more than {trace_why}"
+    return None
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="python -m o365ingest",
@@ -131,7 +144,8 @@ def build_parser() -> argparse.ArgumentParser:
     scoped(run)
     backfill = sub.add_parser("backfill", help="replay a window without moving the live checkpoints",
                               description="Re-collect [--start, --end) (audit: at most 7 days back; message "
-                                          "traces: 90 days, the APIs' limits). What the live streams already "
+                                          "traces: 90 days, 30 with O365_MESSAGETRACE_SOURCE=rws; the APIs' "
+                                          "limits). What the live streams already "
                                           "delivered is skipped. Resumable: running the same window again "
                                           "continues where it stopped.")
     backfill.add_argument("--start", type=_time, required=True, help="ISO 8601 start (inclusive)")
@@ -168,11 +182,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command == "backfill":
         if args.end <= args.start:
             parser.error("--end must be after --start")
-        if args.stream != "messagetrace" and args.start < datetime.now(args.start.tzinfo) - MAX_AGE:
-            parser.error("--start is more than 7 days back; the Management Activity API cannot list it"
-                         + (" (--stream messagetrace reaches 90 days back)" if settings.messagetrace_enabled else ""))
-        if args.start < datetime.now(args.start.tzinfo) - TRACE_MAX_AGE:
-            parser.error("--start is more than 90 days back; message traces are kept 90 days")
+        problem = backfill_problem(args.start, args.stream, settings, datetime.now(UTC))
+        if problem:
+            parser.error(problem)
         return asyncio.run(_run(settings, args, Window(args.start, args.end)))
     if args.command == "status":
         return asyncio.run(_status(settings, args.json))

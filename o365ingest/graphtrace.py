@@ -88,7 +88,8 @@ class TraceHttp:
     def __init__(self, http: httpx.AsyncClient, base_url: str, tenant: TenantConfig, tokens: TenantTokens,
                  resource: str, limiter: QuotaLimiter, *, max_attempts: int = 6, backoff: Backoff | None = None,
                  deadline: Callable[[], float] | None = None,
-                 on_request: Callable[[str, int, str | None], None] | None = None) -> None:
+                 on_request: Callable[[str, int, str | None], None] | None = None,
+                 on_retry: Callable[[str], None] | None = None) -> None:
         self.http = http
         self.base_url = base_url.rstrip("/")
         self.tenant = tenant
@@ -99,6 +100,7 @@ class TraceHttp:
         self.backoff = backoff or Backoff()
         self.deadline = deadline or (lambda: float("inf"))
         self.on_request = on_request
+        self.on_retry = on_retry or (lambda op: None)  # the retries metric, like the Management API client's
         self.retries = 0
         self.throttled = 0
 
@@ -123,6 +125,7 @@ class TraceHttp:
 
     def _retrying(self, op: str, error: ApiError, attempt: int, delay: float) -> None:
         self.retries += 1
+        self.on_retry(op)
         if error.status == 429:
             self.limiter.defer(delay)  # the tenant's quota is spent: every stream of the tenant waits
         log.info("%s %s: %s; retry %d of %d in %.1fs", op, self.tenant.tenant_id, error.message, attempt,

@@ -12,6 +12,13 @@ next run continues the window from there, so a window too large for one run stil
 on the pages it skips keep the status published when they were read until a later run reads them
 again within the overlap. A crash saves no such link: the next run re-reads the whole window and so
 catches every status change in it.
+
+Rows are always published one per event, whatever ``O365_EVENT_ENVELOPE`` says: an envelope has no
+per-row properties, and consumers need each row's trace id, recipient, status and update marker.
+
+A backfill holds the live stream's lock as well as its own, so one trace run per tenant works at a
+time; it starts from the live checkpoint's quota log and writes its own requests back into it, so
+together they stay within the tenant's share.
 """
 
 from __future__ import annotations
@@ -22,7 +29,7 @@ import hashlib
 import logging
 import time
 from collections import deque
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
@@ -36,7 +43,7 @@ from .graphtrace import MAX_TOP, GraphTraceClient, TraceSource
 from .planning import Window
 from .publisher import StreamPublisher
 from .quota import QuotaExhausted
-from .runtime import Runtime
+from .runtime import Runtime, metric_code
 from .rwstrace import RwsTraceClient
 from .settings import MESSAGETRACE_STREAM, TenantConfig
 from .sinks import StreamKey
@@ -50,6 +57,7 @@ from .tracecursor import (
     TracePolicy,
     classify,
     plan_trace_windows,
+    reread_from,
     row_key,
 )
 
@@ -92,7 +100,7 @@ class TraceResult(StreamResult):
 
 
 def trace_event(row: Mapping[str, Any], tenant_id: str, *, update: bool) -> tuple[bytes, dict[str, Any]]:
-    """One trace row as an event body (key order kept) and its routing properties."""
+    """One trace row as an event body (key order kept) and its properties: consumers upsert on them."""
     properties = {
         "traceId": str(row.get("id", "")),
         "recipientAddress": str(row.get("recipientAddress", "")),
@@ -132,9 +140,12 @@ class _RunState:
     cursor: TraceCursor
     etag: str | None
     publisher: StreamPublisher
+    lost: Callable[[], bool]  # a lock this run holds was lost: stop taking new work
     effects: deque[tuple[int, _Effect]] = field(default_factory=deque)
     sent: dict[str, str] = field(default_factory=dict)  # published in this run: key -> status
     page_resume: Resume | None = None  # next unread page of the current window, as far as acknowledged
+    live: TraceCursor | None = None  # a backfill's view of the live checkpoint (memory, quota log)
+    live_etag: str | None = None
 
 
 async def trace_source(runtime: Runtime, tenant: TenantConfig, deadline: float,
@@ -145,7 +156,8 @@ async def trace_source(runtime: Runtime, tenant: TenantConfig, deadline: float,
     attributes = {"tenant": tenant.tenant_id, "stream": MESSAGETRACE_STREAM}
 
     def count(op: str, status: int, code: str | None) -> None:
-        instruments.api_requests.add(1, {**attributes, "operation": op, "status": str(status), "code": code or ""})
+        instruments.api_requests.add(1, {**attributes, "operation": op, "status": str(status),
+                                         "code": metric_code(code)})
         if stats is not None:
             stats.requests += 1
         if status == 429:
@@ -153,14 +165,18 @@ async def trace_source(runtime: Runtime, tenant: TenantConfig, deadline: float,
             if stats is not None:
                 stats.throttled += 1
 
+    def retried(op: str) -> None:
+        instruments.retries.add(1, {**attributes, "operation": op})
+
     tokens = await runtime.tokens.for_tenant(tenant)
     limiter = runtime.pacing(tenant).graph_limiter
     if s.messagetrace_source == "rws":
         return RwsTraceClient(runtime.http, s.endpoints.reporting_url, tenant, tokens, s.endpoints.reporting_resource,
-                              limiter, max_attempts=s.max_attempts, deadline=lambda: deadline, on_request=count)
+                              limiter, max_attempts=s.max_attempts, deadline=lambda: deadline, on_request=count,
+                              on_retry=retried)
     return GraphTraceClient(runtime.http, s.endpoints.graph_url, tenant, tokens, s.endpoints.graph_resource,
                             limiter, max_attempts=s.max_attempts, deadline=lambda: deadline, on_request=count,
-                            page_size=page_size)
+                            on_retry=retried, page_size=page_size)
 
 
 class MessageTraceStream:
@@ -207,13 +223,19 @@ class MessageTraceStream:
         return TracePlan(windows, resume, plan.lost)
 
     # --- run
+    def lock_keys(self) -> tuple[str, ...]:
+        """A backfill also holds the live stream's lock: with one trace run per tenant at a time, the
+        quota log handed over in the live checkpoint holds every request either of them made."""
+        return (self.checkpoint_key,) if self.backfill is None else (self.checkpoint_key, self.live_key)
+
     async def run(self, deadline: float) -> StreamResult:
         started = time.monotonic()
         try:
-            async with self.rt.checkpoints.lock(self.checkpoint_key) as lock:
-                result = await self._run_locked(deadline, lock.lost)
+            async with contextlib.AsyncExitStack() as stack:
+                locks = [await stack.enter_async_context(self.rt.checkpoints.lock(key)) for key in self.lock_keys()]
+                result = await self._run_locked(deadline, lambda: any(lock.lost.is_set() for lock in locks))
         except StreamBusy as exc:
-            log.warning("stream %s: skipped, another run holds its lock", self.key)
+            log.warning("stream %s: skipped, another run holds its lock (%s)", self.key, exc.message)
             return TraceResult(str(self.key), "skipped", self.stats, None, exc.message)
         self.rt.instruments.run_duration.record(time.monotonic() - started, self.attributes)
         return result
@@ -222,11 +244,14 @@ class MessageTraceStream:
         data, etag = await self.rt.checkpoints.load(key)
         return (TraceCursor.from_json(data) if data else TraceCursor()), etag
 
-    async def _run_locked(self, deadline: float, lock_lost: asyncio.Event) -> StreamResult:
+    async def _run_locked(self, deadline: float, lock_lost: Callable[[], bool]) -> StreamResult:
         rt, s = self.rt, self.settings
         cursor, etag = await self._load(self.checkpoint_key)
-        live = (await self._load(self.live_key))[0].memory if self.backfill is not None else None
-        rt.pacing(self.tenant).graph_limiter.merge(cursor.quota_log)
+        live, live_etag = await self._load(self.live_key) if self.backfill is not None else (None, None)
+        limiter = rt.pacing(self.tenant).graph_limiter
+        limiter.merge(cursor.quota_log)
+        if live is not None:
+            limiter.merge(live.quota_log)  # the live stream's requests count against the same share
         plan = self.plan(cursor, rt.clock())
         if plan.lost is not None:
             cursor.lost_ranges += 1
@@ -235,16 +260,19 @@ class MessageTraceStream:
                         "that were never read are lost", self.key, plan.lost.start.isoformat(),
                         plan.lost.end.isoformat())
             cursor.advance(plan.lost.end)
-        if plan.windows:
-            cursor.memory.prune(plan.windows[0].start)  # rows before it are never read again
+        forget_before = reread_from(cursor.watermark, self.policy().overlap, plan.windows)
+        if forget_before is not None:
+            cursor.memory.prune(forget_before)
         source = await trace_source(rt, self.tenant, deadline, self.page_size, self.stats)
-        publisher = StreamPublisher(rt.sink, self.key, envelope=s.envelope == "records", on_oversize=self._oversize,
-                                    max_attempts=s.max_attempts, on_sent=self._sent)
-        state = _RunState(cursor=cursor, etag=etag, publisher=publisher)
+        # One row per event, whatever O365_EVENT_ENVELOPE says: an envelope drops the per-row properties.
+        publisher = StreamPublisher(rt.sink, self.key, envelope=False, on_oversize=self._oversize,
+                                    max_attempts=s.max_attempts, on_sent=self._sent, on_failed=self._send_failed)
+        state = _RunState(cursor=cursor, etag=etag, publisher=publisher, lost=lock_lost, live=live,
+                          live_etag=live_etag)
         done = asyncio.Event()
         commit_task = asyncio.create_task(self._committer(state, done))
         try:
-            await self._read(plan, source, state, deadline, lock_lost, live)
+            await self._read(plan, source, state, deadline)
             await publisher.drain()
         finally:
             done.set()  # not cancelled: a save cut short would leave the ETag unknown
@@ -258,18 +286,18 @@ class MessageTraceStream:
         status = "ok"
         if self._stop_reason is not None:
             status = "failed"
-        elif self._partial_reason is not None or lock_lost.is_set() or state.effects:
+        elif self._partial_reason is not None or lock_lost() or state.effects:
             status = "partial"
-        if cursor.watermark is not None:
+        if cursor.watermark is not None and self.backfill is None:  # a backfill's is old on purpose
             rt.instruments.watermark_lag.record((rt.clock() - cursor.watermark).total_seconds(), self.attributes)
         reason = self._stop_reason
         return TraceResult(str(self.key), status, self.stats, cursor.watermark,
                            error=reason.message if reason else None, remedy=reason.remedy if reason else None,
                            note=self._partial_reason)
 
-    async def _read(self, plan: TracePlan, source: TraceSource, state: _RunState, deadline: float,
-                    lock_lost: asyncio.Event, live: TraceMemory | None) -> None:
+    async def _read(self, plan: TracePlan, source: TraceSource, state: _RunState, deadline: float) -> None:
         """Every planned window, page by page, until done, out of time or out of quota."""
+        live = state.live.memory if state.live is not None else None
         try:
             for index, window in enumerate(plan.windows):
                 resumed = plan.resume is not None and index == 0
@@ -277,7 +305,7 @@ class MessageTraceStream:
                     source.first_page_url(window))
                 self.stats.windows += 1
                 while url is not None:
-                    if time.monotonic() >= deadline or lock_lost.is_set() or self._stop_reason is not None:
+                    if time.monotonic() >= deadline or state.lost() or self._stop_reason is not None:
                         self._partial("the run's time budget is used up; the next run continues")
                         return
                     try:
@@ -400,6 +428,16 @@ class MessageTraceStream:
             cursor.last_error = str(self._stop_reason) if self._stop_reason else None
         state.etag = await self.rt.checkpoints.save(self.checkpoint_key, cursor.to_json(), state.etag)
         self.stats.commits += 1
+        await self._hand_over_quota_log(state, history)
+
+    async def _hand_over_quota_log(self, state: _RunState, history: list[float]) -> None:
+        """A backfill writes its requests into the live checkpoint (it holds that lock too), so the
+        live stream's next run, in any process, counts them; nothing else there changes."""
+        live = state.live
+        if live is None or live.quota_log == history:
+            return
+        live.quota_log = history
+        state.live_etag = await self.rt.checkpoints.save(self.live_key, live.to_json(), state.live_etag)
 
     # --- what cannot be published
     async def _malformed(self, row: Mapping[str, Any]) -> None:
@@ -427,6 +465,12 @@ class MessageTraceStream:
         self.rt.instruments.eventhub_events.add(events, self.attributes)
         self.rt.instruments.bytes_published.add(size, self.attributes)
 
+    def _send_failed(self, will_retry: bool) -> None:
+        """Each send Event Hubs did not acknowledge, counted like the audit streams'."""
+        self.rt.instruments.eventhub_send_failures.add(1, self.attributes)
+        if will_retry:
+            self.rt.instruments.retries.add(1, {**self.attributes, "operation": "EventHubSend"})
+
 
 def _received(row: Mapping[str, Any]) -> datetime | None:
     value = row.get("receivedDateTime")
@@ -442,6 +486,8 @@ async def trace_status(runtime: Runtime, tenant: TenantConfig) -> dict[str, Any]
     """The trace stream's row for ``status``, in the audit rows' shape plus its own fields."""
     data, _ = await runtime.checkpoints.load(live_checkpoint_key(tenant.tenant_id))
     cursor = TraceCursor.from_json(data) if data else None
+    if cursor is not None and cursor.watermark is None and not cursor.last_run:
+        cursor = None  # only a backfill's quota log is in it: the live stream never ran
     row: dict[str, Any] = {"tenant": tenant.tenant_id, "stream": MESSAGETRACE_STREAM, "started": cursor is not None}
     if cursor is not None:
         now = runtime.clock()

@@ -146,7 +146,7 @@ def _time(doc: dict[str, Any], name: str, errors: list[dict[str, str]]) -> datet
     return moment
 
 
-def _reach(stream: object, settings: Settings) -> tuple[timedelta, str]:
+def backfill_reach(stream: object, settings: Settings) -> tuple[timedelta, str]:
     """How far back a stream's API can read (each limit less a 10-minute margin), and why."""
     if stream != MESSAGETRACE_STREAM:
         return MAX_AGE, "7 days back: the Management Activity API cannot list it"
@@ -174,7 +174,7 @@ def parse_backfill(doc: dict[str, Any], settings: Settings, now: datetime) -> Ba
             errors.append({"field": "end", "detail": "the window may span at most 7 days"})
         if end > now:
             errors.append({"field": "end", "detail": f"is in the future (now is {now.isoformat(timespec='seconds')})"})
-        max_age, why = _reach(doc.get("stream"), settings)
+        max_age, why = backfill_reach(doc.get("stream"), settings)
         if start < now - max_age:
             errors.append({"field": "start", "detail": f"is more than {why}"})
     if errors:

@@ -32,6 +32,29 @@ def share_limit(share: float) -> int:
     return max(1, math.floor(QUOTA_REQUESTS * share + 1e-9))
 
 
+# Two logged times this close are one request: checkpoints written before the log was saved exactly
+# held times rounded to microseconds.
+SAME_REQUEST_SECONDS = 1e-6
+
+
+def union_times(mine: list[float], theirs: list[float], tolerance: float = SAME_REQUEST_SECONDS) -> list[float]:
+    """Both sorted logs as one, each request once: a time in both (within ``tolerance``) counts once,
+    a time repeated in one log (two answers at the same clock reading) counts as often as it is there."""
+    merged: list[float] = []
+    i = j = 0
+    while i < len(mine) and j < len(theirs):
+        if abs(mine[i] - theirs[j]) <= tolerance:
+            merged.append(mine[i])
+            i, j = i + 1, j + 1
+        elif mine[i] < theirs[j]:
+            merged.append(mine[i])
+            i += 1
+        else:
+            merged.append(theirs[j])
+            j += 1
+    return merged + mine[i:] + theirs[j:]
+
+
 class QuotaLimiter:
     """At most ``limit`` requests in any ``period`` seconds; one per tenant, shared by its streams."""
 
@@ -101,14 +124,12 @@ class QuotaLimiter:
         self._not_before = max(self._not_before, self.clock() + seconds)
 
     def merge(self, history: Iterable[float]) -> None:
-        """Add request times another process logged (from the checkpoint); duplicates are ignored."""
+        """Add request times logged elsewhere (a checkpoint); times this limiter already holds are not
+        added again, so merging a log it saved itself, once or many times, changes nothing."""
         now = self.clock()
-        known = set(self._done)
-        for moment in history:
-            moment = min(float(moment), now)
-            if moment > now - self.period and moment not in known:
-                bisect.insort(self._done, moment)
-                known.add(moment)
+        self._expire(now)
+        recent = sorted(m for m in (min(float(t), now) for t in history) if m > now - self.period)
+        self._done = union_times(self._done, recent)
 
     def history(self) -> list[float]:
         """Request times within the last period, to save in the checkpoint."""

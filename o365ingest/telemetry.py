@@ -8,7 +8,8 @@ reason, status, operation or error code where named below), never record data.
 - ``runs``: one per stream per run, ``status`` ok / partial / skipped / failed, ``kind`` run / backfill.
 - ``blobs_abandoned`` / ``blobs_dead_lettered`` / ``records_dead_lettered``: ``reason``.
 - ``api_requests``: ``operation``, ``status`` (HTTP status, 0 when no response) and ``code``.
-- ``retries``: ``operation`` (a Management API call, or ``EventHubSend``).
+- ``retries``: ``operation`` (a Management API call; ``ListMessageTraces``, ``GetMessageTraceDetails`` or
+  ``RwsMessageTrace``; or ``EventHubSend``).
 - ``watermark_lag`` and ``availability_delay`` are recorded for live runs only: a backfill's
   watermark is deliberately old and would trip the lag alert.
 """

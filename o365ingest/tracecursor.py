@@ -12,12 +12,14 @@ are not read again, so their memory is dropped, which keeps the checkpoint bound
 - ``resume``: the window being read and the link to its next unread page, when a run ran out of
   quota or time mid-window; the next run continues from there (after a crash it reads it again).
 - ``quota_log``: times of recent requests, so a new process honours the quota a previous one used.
+  Saved exactly (not rounded), so merging a log the same process saved adds nothing.
 """
 
 from __future__ import annotations
 
 import base64
 import hashlib
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any, Literal
@@ -85,6 +87,19 @@ def plan_trace_windows(watermark: datetime | None, now: datetime, policy: TraceP
         windows.append(Window(start, end))
         start = end
     return TracePlan(tuple(windows), resume, lost)
+
+
+def reread_from(watermark: datetime | None, overlap: timedelta, windows: Sequence[Window]) -> datetime | None:
+    """The earliest receive time this run or a later one reads again; rows before it can be forgotten.
+
+    Later runs read from ``watermark - overlap`` (the watermark never moves back). This run reads
+    from its first window, which starts after that when it resumes a window saved mid-way: pruning
+    at that window would forget rows the next normal run reads again and republishes as new.
+    """
+    starts = [windows[0].start] if windows else []
+    if watermark is not None:
+        starts.append(watermark - overlap)
+    return min(starts) if starts else None
 
 
 def row_key(trace_id: str, recipient: str) -> str:
@@ -157,7 +172,7 @@ class TraceCursor:
             "watermark": self.watermark.isoformat() if self.watermark else None,
             "published": {k: [status, received] for k, (status, received) in self.memory.rows.items()},
             "resume": resume,
-            "quotaLog": [round(t, 6) for t in self.quota_log],
+            "quotaLog": self.quota_log,  # exact: the limiter recognises its own times when merging
             "deliveredRecords": self.delivered_records,
             "updates": self.updates,
             "lostRanges": self.lost_ranges,

@@ -5,7 +5,8 @@ import time
 
 import pytest
 
-from o365ingest.quota import QuotaExhausted, QuotaLimiter, share_limit
+from o365ingest.quota import QuotaExhausted, QuotaLimiter, share_limit, union_times
+from o365ingest.tracecursor import TraceCursor
 
 
 def most_in_any_span(moments, span):
@@ -98,3 +99,48 @@ def test_history_keeps_only_the_last_period_and_never_the_future():
     now = time.time()
     limiter.merge([now - 10, now - 1, now + 100])
     assert limiter.history() == pytest.approx([now - 1, now], abs=0.05)
+
+
+class Clock:
+    def __init__(self, now: float) -> None:
+        self.now = now
+
+    def __call__(self) -> float:
+        return self.now
+
+
+async def test_saving_reloading_and_merging_the_log_again_counts_each_request_once():
+    """A warm instance merges the checkpoint it saved itself at every run: nothing may double."""
+    clock = Clock(1_764_000_000.1234567)
+    limiter = QuotaLimiter(10, 300.0, clock=clock)
+    for _ in range(3):
+        clock.now += 0.0101013
+        async with limiter.slot():
+            pass
+    saved = TraceCursor(quota_log=limiter.history()).to_json()
+    reloaded = TraceCursor.from_json(saved).quota_log
+    limiter.merge(reloaded)
+    limiter.merge(reloaded)
+    assert limiter.history() == reloaded and len(reloaded) == 3
+    # a log a previous version saved rounded to microseconds is recognised as well
+    limiter.merge([round(t, 6) for t in reloaded])
+    assert len(limiter.history()) == 3
+    # and a new process starts with exactly these three requests
+    successor = QuotaLimiter(10, 300.0, clock=clock)
+    successor.merge(reloaded)
+    assert successor.history() == reloaded
+
+
+def test_two_requests_answered_at_the_same_clock_reading_both_count():
+    limiter = QuotaLimiter(10, 300.0, clock=Clock(1000.0))
+    limiter.merge([999.5, 999.5, 999.7])
+    assert limiter.history() == [999.5, 999.5, 999.7]
+    limiter.merge([999.5, 999.5, 999.7])
+    assert len(limiter.history()) == 3
+
+
+def test_union_of_logs_keeps_each_request_once():
+    assert union_times([1.0, 2.0, 3.0], [2.0000004, 4.0]) == [1.0, 2.0, 3.0, 4.0]
+    assert union_times([1.0, 1.0], [1.0]) == [1.0, 1.0]
+    assert union_times([], [1.0, 1.0]) == [1.0, 1.0]
+    assert union_times([1.0, 2.0], [1.5]) == [1.0, 1.5, 2.0]

@@ -15,6 +15,7 @@ from o365ingest.tracecursor import (
     TracePolicy,
     classify,
     plan_trace_windows,
+    reread_from,
     row_key,
 )
 
@@ -107,11 +108,44 @@ def test_the_memory_forgets_rows_older_than_what_is_read_again_and_is_capped():
     assert {k for k in memory.rows} == {row_key("t0", "a@x"), row_key("t1", "a@x")}  # the newest stay
 
 
+def test_rows_are_forgotten_only_before_what_this_or_a_later_run_reads_again():
+    watermark = NOW - timedelta(hours=1)
+    overlap = timedelta(hours=2)
+    # resuming a short window saved mid-way: it starts after watermark - overlap, which the next run reads
+    short = Window(watermark, NOW - timedelta(minutes=10))
+    assert reread_from(watermark, overlap, (short,)) == watermark - overlap
+    # a normal run's first window starts at watermark - overlap (whole seconds): the earlier of the two
+    normal = Window((watermark - overlap).replace(microsecond=0), short.end)
+    assert reread_from(watermark, overlap, (normal,)) == normal.start
+    assert reread_from(watermark, overlap, ()) == watermark - overlap  # nothing to read now, still bounded
+    assert reread_from(None, overlap, (normal,)) == normal.start  # a first run
+    assert reread_from(None, overlap, ()) is None
+
+
+def test_after_a_resumed_short_window_the_next_run_still_knows_every_row_it_reads():
+    """Plan, prune and plan again as three runs would: nothing the last run reads was forgotten."""
+    policy = TracePolicy(lookback=timedelta(days=10, hours=1), overlap=timedelta(hours=2), min_age=timedelta(0))
+    first = plan_trace_windows(None, NOW, policy)
+    long_window, short_window = first.windows
+    assert short_window.end - short_window.start == timedelta(hours=1)
+    cursor = TraceCursor(watermark=long_window.end, resume=Resume(short_window, "https://graph/next"))
+    for minutes in range(0, 240, 5):
+        cursor.memory.remember(row_key(f"t{minutes}", "a@x"), "delivered", NOW - timedelta(minutes=minutes))
+    resumed = plan_trace_windows(cursor.watermark, NOW, policy, cursor.resume)
+    assert resumed.resume is not None
+    cursor.memory.prune(reread_from(cursor.watermark, policy.overlap, resumed.windows))
+    cursor.advance(short_window.end)
+    later = plan_trace_windows(cursor.watermark, NOW + timedelta(minutes=5), policy)
+    read_again = [k for k, (_, received) in cursor.memory.rows.items() if received >= later.windows[0].start.timestamp()]
+    expected = [m for m in range(0, 240, 5) if NOW - timedelta(minutes=m) >= later.windows[0].start]
+    assert len(read_again) == len(expected) > 12  # rows from before the short window are still known
+
+
 def test_cursor_round_trips_through_json():
     cursor = TraceCursor(watermark=NOW.replace(microsecond=0))
     cursor.memory.remember(row_key("t1", "a@x"), "gettingStatus", NOW)
     cursor.resume = Resume(Window(NOW - timedelta(days=1), NOW), "https://graph.microsoft.com/v1.0/x?$skiptoken=abc")
-    cursor.quota_log = [1_764_000_000.123456, 1_764_000_001.5]
+    cursor.quota_log = [1_764_000_000.1234567, 1_764_000_001.5]  # request times are kept exactly
     cursor.delivered_records, cursor.updates, cursor.lost_ranges = 10, 3, 1
     cursor.last_run, cursor.last_error = {"pages": 2}, "boom"
     again = TraceCursor.from_json(cursor.to_json())
