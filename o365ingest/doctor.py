@@ -121,26 +121,30 @@ def _credential_key(tenant: TenantConfig) -> tuple[str, str]:
 
 
 async def _credentials(runtime: Runtime, checks: list[Check]) -> list[TenantConfig]:
-    """Load each credential source once; returns the tenants whose credential loaded."""
+    """Load each credential source once; returns the tenants whose credential loaded and has not expired.
+
+    An expired certificate is left out of the token checks: Entra ID answers it with AADSTS700027,
+    whose usual remedy (upload the certificate) would send the operator the wrong way, and one cause
+    should give one remedy.
+    """
     usable: list[TenantConfig] = []
-    results: dict[tuple[str, str], O365IngestError | ClientCredential] = {}
+    results: dict[tuple[str, str], bool] = {}  # credential source -> usable
     for tenant in runtime.settings.tenants:
         key = _credential_key(tenant)
         if key not in results:
-            try:
-                results[key] = (await runtime.tokens.for_tenant(tenant)).credential
-            except O365IngestError as exc:
-                results[key] = exc
             name = "Key Vault secret" if tenant.credential == "keyvault-certificate" else "credential"
-            outcome = results[key]
-            if isinstance(outcome, O365IngestError):
-                checks.append(Check(name, "fail", one_line(outcome.message), outcome.remedy))
+            try:
+                credential = (await runtime.tokens.for_tenant(tenant)).credential
+            except O365IngestError as exc:
+                checks.append(Check(name, "fail", one_line(exc.message), exc.remedy))
+                results[key] = False
             else:
-                checks.append(Check(name, "ok", f"{outcome.kind} loaded from {outcome.source}"))
-                expiry = certificate_check(outcome, runtime.clock())
+                checks.append(Check(name, "ok", f"{credential.kind} loaded from {credential.source}"))
+                expiry = certificate_check(credential, runtime.clock())
                 if expiry is not None:
                     checks.append(expiry)
-        if not isinstance(results[key], O365IngestError):
+                results[key] = expiry is None or expiry.status != "fail"
+        if results[key]:
             usable.append(tenant)
     return usable
 
@@ -160,7 +164,9 @@ async def _tokens(runtime: Runtime, tenants: list[TenantConfig], checks: list[Ch
 async def _management(runtime: Runtime, tenant: TenantConfig, checks: list[Check]) -> None:
     """One ListSubscriptions call answers three questions: audit logging, subscriptions and clock."""
     tid = tenant.tenant_id
-    client = await runtime.management(tenant, stream="doctor")
+    # An empty stream: the doctor's calls belong to no stream, and a made-up one ("doctor") would show
+    # up as a stream of its own in the per-stream dashboards and alert splits (infra/app/kql).
+    client = await runtime.management(tenant, stream="")
     url = f"{client.feed}/subscriptions/list"
     sent = time.time()
     try:

@@ -132,7 +132,7 @@ resource lostDataAlert 'Microsoft.Insights/scheduledQueryRules@2023-12-01' = {
   kind: 'LogAlert'
   properties: {
     displayName: 'o365ingest: blobs abandoned or dead-lettered'
-    description: 'Content was abandoned (expired, not found, rejected, older than 7 days) or dead-lettered. References are in the dead-letter container; see docs/operations.md.'
+    description: 'Content was abandoned (expired, not found, rejected, older than the API keeps) or dead-lettered. References are in the dead-letter container; see docs/operations.md.'
     severity: 2
     enabled: true
     scopes: [

@@ -178,6 +178,60 @@ async def test_status_is_the_same_document_as_the_cli(app_env, capsys):
         (app_env["O365_TENANTS"], "Audit.Exchange"), (app_env["O365_TENANTS"], "Audit.General")]
 
 
+def comparable(document: dict[str, Any]) -> tuple[dict[str, Any], dict[str, int]]:
+    """The document without what depends on the moment it was made: (rest, lag per stream)."""
+    rest = json.loads(json.dumps(document))
+    rest.pop("generated")
+    lags = {f"{row['tenant']}/{row['stream']}": row.pop("lagSeconds") for row in rest["streams"] if row["started"]}
+    return rest, lags
+
+
+async def test_status_after_a_live_run_and_a_backfill_is_the_same_from_the_cli_and_the_function(app_env, capsys):
+    assert await asyncio.to_thread(main, ["run"]) == 0
+    response = await backfill(request("ops/backfill", valid(app_env, stream="Audit.General")))
+    assert response.status_code == 202, response.get_body()
+    await function_app._backfills.wait()
+    capsys.readouterr()
+
+    from_function = json.loads((await status(request("ops/status", b"", content_type=None))).get_body())
+    assert await asyncio.to_thread(main, ["status", "--json"]) == 0
+    from_cli = json.loads(capsys.readouterr().out)
+
+    # the function adds one field per backfill: whether it is running on the instance that answered
+    assert [row.pop("runningHere") for row in from_function["backfills"]] == [False]
+    function_doc, function_lags = comparable(from_function)
+    cli_doc, cli_lags = comparable(from_cli)
+    assert function_doc == cli_doc
+    assert function_lags.keys() == cli_lags.keys() and all(
+        abs(function_lags[k] - cli_lags[k]) <= 5 for k in function_lags), (function_lags, cli_lags)
+
+    # and the document shows both: every live stream ran, the backfill finished
+    tenant = app_env["O365_TENANTS"]
+    assert [(r["tenant"], r["stream"], r["started"]) for r in cli_doc["streams"]] == [
+        (tenant, "Audit.Exchange", True), (tenant, "Audit.General", True)]
+    assert all(r["deliveredRecords"] > 0 and r["lastError"] is None and r["lastRun"] for r in cli_doc["streams"])
+    [row] = cli_doc["backfills"]
+    assert row["stream"] == "Audit.General" and row["state"] == "complete" and row["progressPercent"] == 100.0
+
+
+def test_ops_functions_take_post_only_with_a_function_key(monkeypatch):
+    # get_functions() records the names it indexed and refuses to index them twice in one process
+    monkeypatch.setattr(function_app.app, "functions_bindings", {})
+    functions = {f.get_function_name(): f for f in function_app.app.get_functions()}
+    http = {name for name, f in functions.items() if f.is_http_function()}
+    assert {"ops_backfill", "ops_status"} <= http
+    for name in http:  # none anonymous: every HTTP function needs at least a function key
+        assert functions[name].get_trigger().auth_level == func.AuthLevel.FUNCTION, name
+    for name, route in (("ops_backfill", "ops/backfill"), ("ops_status", "ops/status")):
+        trigger = functions[name].get_trigger()
+        assert list(trigger.methods) == [func.HttpMethod.POST], name
+        assert trigger.route == route
+        # what the host indexes from the worker
+        [bound] = [b for b in json.loads(functions[name].get_function_json())["bindings"]
+                   if b["type"] == "httpTrigger"]
+        assert bound["authLevel"] == "FUNCTION" and bound["methods"] == ["POST"], bound
+
+
 @pytest.mark.parametrize(("body", "field"), [({"tenant": OTHER_TENANT}, "tenant"), ({"stream": "DLP.All"}, "stream"),
                                              ({"window": "1h"}, "window")])
 async def test_status_filters_are_validated(app_env, body, field):

@@ -4,20 +4,23 @@ exact remedy and exiting non-zero; a healthy setup exits 0."""
 from __future__ import annotations
 
 import os
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
+from azure.eventhub import EventDataBatch
 
 from m365sim.testing import Simulator, make_app_certificate
 from o365ingest.cli import main
-from o365ingest.doctor import run_doctor
+from o365ingest.doctor import exit_code, report, run_doctor
 from o365ingest.runtime import Runtime
 from o365ingest.settings import CONTENT_TYPES, load_settings
-from tests.fakes import EventHubRecorder
+from tests.fakes import EventHubRecorder, FakeProducer
 from tests.integration.conftest import MANAGE, TenantFactory
 from tests.integration.pipeline_support import blob_env
 
 ENABLED = {ct: "enabled" for ct in CONTENT_TYPES}
+BASIC_TIER_MAX_MESSAGE = 256 * 1024
 
 
 def run_cli(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], env: dict[str, str]) -> tuple[
@@ -134,6 +137,22 @@ def test_expiring_certificate(tenants, tmp_path, monkeypatch, capsys):
                                "Function App so it loads the new version."]
 
 
+def test_expired_certificate(tenants, tmp_path, monkeypatch, capsys):
+    key_pem, cert_pem = make_app_certificate(common_name="expired", days=30,
+                                             not_before=datetime.now(UTC) - timedelta(days=40))
+    tenant = tenants(certificates=[cert_pem], subscriptions=ENABLED)
+    path = pem_file(tmp_path, key_pem, cert_pem, "expired.pem")
+    code, lines = run_cli(monkeypatch, capsys, healthy_env(tenants, tenant, tmp_path, O365_CERTIFICATE_PATH=path))
+    assert code == 1
+    assert any(line.startswith("[FAIL] certificate: certificate ") and " expired on " in line for line in lines), lines
+    # one cause, one remedy: Entra's AADSTS700027 for the expired key is not shown as "upload the certificate"
+    assert remedies(lines) == [f"Renew the certificate (certificate file {path}), upload the new public certificate "
+                               "(.cer) to the app registration under Certificates & secrets, then restart the "
+                               "Function App so it loads the new version."]
+    assert not any("AADSTS" in line for line in lines), lines
+    assert f"[skip] tenant {tenant} - Management Activity API: not checked without a usable token" in lines
+
+
 def test_clock_skew(app_cert, tmp_path, monkeypatch, capsys):
     with Simulator({"seed": 5, "tenants": [], "clock_skew_seconds": 900}, state_dir=tmp_path / "skewed") as skewed:
         factory = TenantFactory(skewed, app_cert, tmp_path)
@@ -198,3 +217,30 @@ async def test_unreachable_event_hub_and_unwritable_checkpoints(tenants, tmp_pat
     assert "'Azure Event Hubs Data Sender'" in (hub.remedy or "")
     assert checks["checkpoints"].status == "fail"
     assert checks["checkpoints"].remedy == f"Make {blocker / 'state'} writable by this user, or set O365_CHECKPOINT_DIR."
+
+
+class BasicTierProducer(FakeProducer):
+    """An Event Hubs Basic namespace: the link negotiates 256 KB messages, not Standard's 1 MB."""
+
+    async def create_batch(self, *, partition_key: str | None = None, partition_id: str | None = None,
+                           max_size_in_bytes: int | None = None) -> EventDataBatch:
+        if max_size_in_bytes and max_size_in_bytes > BASIC_TIER_MAX_MESSAGE:
+            raise ValueError("max_size_in_bytes is larger than the link's maximum message size")
+        return EventDataBatch(max_size_in_bytes=max_size_in_bytes or BASIC_TIER_MAX_MESSAGE,
+                              partition_key=partition_key)
+
+
+async def test_event_hub_with_a_maximum_batch_under_1_mb_warns(tenants):
+    tenant = tenants(records=10, days=1.0, subscriptions=ENABLED)
+    recorder = EventHubRecorder()
+    async with Runtime.create(load_settings(tenants.env(tenant)),
+                              producer_factory=lambda hub: BasicTierProducer(hub, recorder)) as runtime:
+        checks = await run_doctor(runtime)
+    hub = next(c for c in checks if c.name == "Event Hubs o365-audit")
+    assert hub.status == "warn"
+    assert hub.detail == f"reachable; maximum batch only {BASIC_TIER_MAX_MESSAGE} bytes"
+    assert hub.remedy == "Use the Standard tier or higher (1 MB events): larger records are dead-lettered."
+    assert [c.name for c in checks if c.status in ("warn", "fail")] == ["Event Hubs o365-audit"]
+    assert exit_code(checks) == 3, "warnings only"
+    assert f"       remedy: {hub.remedy}" in report(checks).splitlines()
+    assert recorder.events == [], "doctor probes the hub without sending"

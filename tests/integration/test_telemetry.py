@@ -3,20 +3,25 @@
 One tenant is set up to hit every outcome an operator alerts on: throttling, a transient bad body
 (retried), an expired blob (abandoned), a contentUri on another host (rejected: dead-lettered and
 abandoned), a record over the 1 MB event limit (dead-lettered) and a failed Event Hubs send (retried).
+Further tests: a second run counts the blobs it re-lists as skipped, and the doctor's API calls are
+counted without a stream, so the per-stream queries in infra/app/kql never see a made-up one.
 """
 
 from __future__ import annotations
 
 import logging
+import re
 import uuid
 from collections import defaultdict
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 import pytest
 from opentelemetry.sdk.metrics import MeterProvider
 from opentelemetry.sdk.metrics.export import HistogramDataPoint, InMemoryMetricReader
 
+from o365ingest.doctor import run_doctor
 from o365ingest.planning import Window
 from o365ingest.runner import run_audit
 from o365ingest.runtime import Runtime
@@ -26,6 +31,7 @@ from tests.fakes import EventHubRecorder, failing_sends
 from tests.integration.conftest import CLIENT_SECRET
 
 STREAMS = ("Audit.Exchange", "Audit.General")
+KQL = Path(__file__).resolve().parents[2] / "infra" / "app" / "kql"
 Points = dict[str, list[tuple[dict[str, Any], Any]]]
 
 
@@ -161,3 +167,67 @@ async def test_run_metrics_and_dimensions_cover_throttling_abandoned_and_dead_le
     points = collect(reader2)
     assert total(points, "o365ingest.runs", kind="backfill", status="ok") == 2
     assert "o365ingest.watermark.lag" not in points and "o365ingest.availability.delay" not in points
+
+
+async def test_a_second_run_counts_the_blobs_it_already_delivered_as_skipped(sim, tenants, metered):
+    reader, instruments = metered
+    tenant = tenants(records=40, days=0.5, audit={"late_blob_fraction": 0.0, "duplicate_fraction": 0.0})
+    now = datetime.now(UTC)
+    for stream in STREAMS:  # inside the overlap the next run lists again
+        for minutes in (40, 20):
+            sim.add_blob(tenant, stream, [{"Id": str(uuid.uuid4()), "RecordType": 1}],
+                         content_created=iso(now - timedelta(minutes=minutes)))
+    env = tenants.env(tenant, O365_CONTENT_TYPES=",".join(STREAMS), O365_LOOKBACK_HOURS=26)
+    async with Runtime.create(load_settings(env), producer_factory=EventHubRecorder().factory,
+                              instruments=instruments) as runtime:
+        first = await run_audit(runtime)
+    assert [r.status for r in first] == ["ok", "ok"], [r.summary() for r in first]
+    points = collect(reader)
+    assert total(points, "o365ingest.blobs.fetched") == sum(r.stats.delivered for r in first) >= 4
+    assert total(points, "o365ingest.blobs.skipped_seen") == 0, "nothing was delivered before the first run"
+
+    reader2 = InMemoryMetricReader()
+    instruments2 = Instruments.create(MeterProvider(metric_readers=[reader2]).get_meter("second-run"))
+    recorder = EventHubRecorder()
+    async with Runtime.create(load_settings(env), producer_factory=recorder.factory,
+                              instruments=instruments2) as runtime:
+        second = await run_audit(runtime)
+    assert [r.status for r in second] == ["ok", "ok"], [r.summary() for r in second]
+    points = collect(reader2)
+    for result, stream in zip(second, STREAMS, strict=True):
+        listed = total(points, "o365ingest.blobs.listed", stream=stream)
+        assert listed >= 2, "the overlap re-lists at least the two recent blobs"
+        assert total(points, "o365ingest.blobs.skipped_seen", tenant=tenant, stream=stream) == listed
+        assert result.stats.skipped_seen == listed
+    assert {frozenset(a.items()) for a in attribute_sets(points, "o365ingest.blobs.skipped_seen")} == {
+        frozenset({("tenant", tenant), ("stream", stream)}) for stream in STREAMS}
+    assert total(points, "o365ingest.blobs.fetched") == 0 and recorder.events == []
+
+
+def alert_metric_names() -> set[str]:
+    """The metrics the alert rules and the lag view split by stream (their KQL names each one)."""
+    text = "".join(path.read_text() for path in KQL.glob("*.kql") if path.name != "errors.kql")
+    return set(re.findall(r'"(o365ingest\.[a-z_.]+)"', text))
+
+
+async def test_doctor_api_calls_are_counted_without_a_stream(tenants, metered, tmp_path):
+    reader, instruments = metered
+    tenant = tenants(records=10, days=1.0, audit_enabled=False)
+    env = tenants.env(tenant, O365_SINK="file", O365_FILE_SINK_DIR=str(tmp_path / "out"))
+    async with Runtime.create(load_settings(env), instruments=instruments) as runtime:
+        checks = await run_doctor(runtime)
+    assert [c.status for c in checks if c.name == "unified audit logging"] == ["fail"]
+    points = collect(reader)
+
+    # the failed call is what the errors view counts (status >= 400) ...
+    [request] = attribute_sets(points, "o365ingest.api.requests")
+    assert request["operation"] == "ListSubscriptions" and request["code"] == "AuditDisabled"
+    assert int(request["status"]) >= 400
+    # ... under the tenant, with an empty stream: no stream of its own in any per-stream view
+    for name, entries in points.items():
+        for attributes, _ in entries:
+            assert attributes["tenant"] == tenant and attributes["stream"] == "", (name, attributes)
+    # and the doctor writes none of the metrics the alert rules split by stream
+    watched = alert_metric_names()
+    assert {"o365ingest.runs", "o365ingest.watermark.lag", "o365ingest.blobs.abandoned"} <= watched
+    assert not watched & set(points)
