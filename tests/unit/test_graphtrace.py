@@ -116,9 +116,11 @@ async def test_5xx_and_dropped_connections_are_retried():
         httpx.Response(503, text="<html>busy</html>"), httpx.ConnectError("reset"),
         httpx.Response(200, json={"value": []}),
     ])
-    c = client()
+    retried: list[str] = []
+    c = client(on_retry=retried.append)
     assert (await c.page(c.first_page_url(WINDOW))).rows == []
     assert route.call_count == 3
+    assert retried == ["ListMessageTraces", "ListMessageTraces"]  # each retry reported, by operation
 
 
 @respx.mock
