@@ -17,6 +17,7 @@ import azure.functions as func
 from o365ingest.appinsights import configure_telemetry, flush
 from o365ingest.doctor import first_run_doctor
 from o365ingest.ops import Backfills, Reply, backfill_endpoint, status_endpoint
+from o365ingest.process import tune_garbage_collector
 from o365ingest.runner import run_audit, run_messagetrace
 from o365ingest.runtime import Runtime
 from o365ingest.settings import load_settings
@@ -25,6 +26,7 @@ app = func.FunctionApp()
 log = logging.getLogger("o365ingest.function")
 # Once per process, before any meter or logger is used; a no-op without a connection string.
 configure_telemetry(os.environ)
+tune_garbage_collector()
 
 _runtime: Runtime | None = None
 _doctor_started = False

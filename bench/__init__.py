@@ -1,0 +1,1 @@
+"""Benchmark harness for o365ingest (see docs/performance.md)."""
