@@ -23,6 +23,7 @@ import orjson
 from .cursor import MAX_FAILED_RUNS, AuditCursor, WatermarkTracker
 from .errors import ApiError, BadContentError, CheckpointConflict, O365IngestError, SinkError, UnsafeUrlError
 from .management import ContentItem, ManagementClient
+from .outcomes import PublishOutcomes
 from .planning import Plan, Window, WindowPolicy, plan_windows
 from .publisher import StreamPublisher
 from .recordids import RecordIds
@@ -103,6 +104,7 @@ class AuditStream:
             f"backfill/{tenant.tenant_id}/{content_type}/{backfill.start:%Y%m%dT%H%M%S}-{backfill.end:%Y%m%dT%H%M%S}")
         self.live_key = base
         self.attributes = {"tenant": tenant.tenant_id, "stream": content_type}
+        self.outcomes = PublishOutcomes(runtime, self.attributes, f"records/{tenant.tenant_id}/{content_type}")
         self.stats = StreamStats()
         self._stop_reason: O365IngestError | None = None
 
@@ -165,7 +167,8 @@ class AuditStream:
         client = await rt.management(self.tenant, deadline=lambda: deadline, stream=self.content_type)
         tracker = WatermarkTracker(cursor.watermark)
         publisher = StreamPublisher(rt.sink, self.key, envelope=s.envelope == "records", on_oversize=self._oversize,
-                                    max_attempts=s.max_attempts, on_sent=self._sent, on_failed=self._send_failed)
+                                    max_attempts=s.max_attempts, on_sent=self.outcomes.sent,
+                                    on_failed=self.outcomes.send_failed)
         queue: asyncio.Queue[Any] = asyncio.Queue(maxsize=max(4, 2 * s.fetch_concurrency))
         awaiting: list[tuple[ContentItem, int, str]] = []  # (blob, batch it depends on, outcome)
         seen_ids = RecordIds()
@@ -369,24 +372,13 @@ class AuditStream:
 
     async def _oversize(self, body: bytes, properties: Mapping[str, Any]) -> None:
         """A record bigger than the largest event the hub accepts goes to the dead-letter store whole."""
-        name = f"{properties.get('Id') or 'record'}-{len(body)}.json"
-        location = await self.rt.deadletters.put(f"records/{self.tenant.tenant_id}/{self.content_type}", name, body,
-                                                 {"reason": "larger-than-event-limit", "bytes": len(body),
-                                                  "contentId": str(properties.get("contentId", ""))})
+        location = await self.outcomes.dead_letter_record(
+            f"{properties.get('Id') or 'record'}-{len(body)}.json", body,
+            {"reason": "larger-than-event-limit", "bytes": len(body),
+             "contentId": str(properties.get("contentId", ""))}, "oversize")
         self.stats.dead_lettered_records += 1
-        self.rt.instruments.records_dead_lettered.add(1, {**self.attributes, "reason": "oversize"})
         log.error("stream %s: record %s (%d bytes) exceeds the event size limit; dead-lettered at %s",
                   self.key, properties.get("Id"), len(body), location)
-
-    def _sent(self, events: int, size: int) -> None:
-        self.rt.instruments.eventhub_batches.add(1, self.attributes)
-        self.rt.instruments.eventhub_events.add(events, self.attributes)
-        self.rt.instruments.bytes_published.add(size, self.attributes)
-
-    def _send_failed(self, will_retry: bool) -> None:
-        self.rt.instruments.eventhub_send_failures.add(1, self.attributes)
-        if will_retry:
-            self.rt.instruments.retries.add(1, {**self.attributes, "operation": "EventHubSend"})
 
     async def _commit(self, state: _RunState, final: bool = False) -> None:
         """Mark blobs whose records the sink acknowledged as handled, move the watermark, save."""

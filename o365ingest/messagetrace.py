@@ -40,6 +40,7 @@ from .audit import StreamResult, StreamStats
 from .cursor import parse_time
 from .errors import ApiError, CheckpointConflict, O365IngestError, StreamBusy
 from .graphtrace import MAX_TOP, GraphTraceClient, TraceSource
+from .outcomes import PublishOutcomes
 from .planning import Window
 from .publisher import StreamPublisher
 from .quota import QuotaExhausted
@@ -196,6 +197,7 @@ class MessageTraceStream:
             f"backfill/{tenant.tenant_id}/{MESSAGETRACE_STREAM}/"
             f"{backfill.start:%Y%m%dT%H%M%S}-{backfill.end:%Y%m%dT%H%M%S}")
         self.attributes = {"tenant": tenant.tenant_id, "stream": MESSAGETRACE_STREAM}
+        self.outcomes = PublishOutcomes(runtime, self.attributes, f"records/{tenant.tenant_id}/{MESSAGETRACE_STREAM}")
         self.stats = TraceStats()
         self._stop_reason: O365IngestError | None = None
         self._partial_reason: str | None = None
@@ -266,7 +268,8 @@ class MessageTraceStream:
         source = await trace_source(rt, self.tenant, deadline, self.page_size, self.stats)
         # One row per event, whatever O365_EVENT_ENVELOPE says: an envelope drops the per-row properties.
         publisher = StreamPublisher(rt.sink, self.key, envelope=False, on_oversize=self._oversize,
-                                    max_attempts=s.max_attempts, on_sent=self._sent, on_failed=self._send_failed)
+                                    max_attempts=s.max_attempts, on_sent=self.outcomes.sent,
+                                    on_failed=self.outcomes.send_failed)
         state = _RunState(cursor=cursor, etag=etag, publisher=publisher, lost=lock_lost, live=live,
                           live_etag=live_etag)
         done = asyncio.Event()
@@ -443,33 +446,20 @@ class MessageTraceStream:
     async def _malformed(self, row: Mapping[str, Any]) -> None:
         """A row without id, recipient or a readable receivedDateTime cannot be tracked: kept, not published."""
         body = orjson.dumps(row)
-        name = f"malformed-{hashlib.blake2b(body, digest_size=8).hexdigest()}.json"
-        location = await self.rt.deadletters.put(f"records/{self.tenant.tenant_id}/{MESSAGETRACE_STREAM}", name,
-                                                 body, {"reason": "malformed-trace-row"})
+        location = await self.outcomes.dead_letter_record(
+            f"malformed-{hashlib.blake2b(body, digest_size=8).hexdigest()}.json", body,
+            {"reason": "malformed-trace-row"}, "malformed")
         self.stats.dead_lettered_records += 1
-        self.rt.instruments.records_dead_lettered.add(1, {**self.attributes, "reason": "malformed"})
         log.error("stream %s: a trace row without id, recipientAddress or receivedDateTime was dead-lettered at %s",
                   self.key, location)
 
     async def _oversize(self, body: bytes, properties: Mapping[str, Any]) -> None:
-        name = f"{properties.get('traceId') or 'trace'}-{len(body)}.json"
-        location = await self.rt.deadletters.put(f"records/{self.tenant.tenant_id}/{MESSAGETRACE_STREAM}", name,
-                                                 body, {"reason": "larger-than-event-limit", "bytes": len(body)})
+        location = await self.outcomes.dead_letter_record(
+            f"{properties.get('traceId') or 'trace'}-{len(body)}.json", body,
+            {"reason": "larger-than-event-limit", "bytes": len(body)}, "oversize")
         self.stats.dead_lettered_records += 1
-        self.rt.instruments.records_dead_lettered.add(1, {**self.attributes, "reason": "oversize"})
         log.error("stream %s: trace %s (%d bytes) exceeds the event size limit; dead-lettered at %s",
                   self.key, properties.get("traceId"), len(body), location)
-
-    def _sent(self, events: int, size: int) -> None:
-        self.rt.instruments.eventhub_batches.add(1, self.attributes)
-        self.rt.instruments.eventhub_events.add(events, self.attributes)
-        self.rt.instruments.bytes_published.add(size, self.attributes)
-
-    def _send_failed(self, will_retry: bool) -> None:
-        """Each send Event Hubs did not acknowledge, counted like the audit streams'."""
-        self.rt.instruments.eventhub_send_failures.add(1, self.attributes)
-        if will_retry:
-            self.rt.instruments.retries.add(1, {**self.attributes, "operation": "EventHubSend"})
 
 
 def _received(row: Mapping[str, Any]) -> datetime | None:
