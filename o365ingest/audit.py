@@ -13,7 +13,7 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
@@ -36,6 +36,25 @@ log = logging.getLogger(__name__)
 SUBSCRIPTION_START_SPACING = timedelta(minutes=15)
 COMMIT_INTERVAL_SECONDS = 2.0
 _STOP = object()
+
+
+async def commit_periodically(commit: Callable[[], Awaitable[None]], done: asyncio.Event, interval: float,
+                              on_error: Callable[[O365IngestError], None]) -> None:
+    """Save a stream's progress every ``interval`` seconds until ``done`` is set.
+
+    Stopped by the event, never cancelled: a save cancelled after the store applied it would leave
+    the run holding the old ETag, and its next save would fail as if another run had written.
+    """
+    while True:
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(done.wait(), interval)
+        if done.is_set():
+            return
+        try:
+            await commit()
+        except O365IngestError as exc:
+            on_error(exc)
+            return
 
 
 @dataclass
@@ -212,19 +231,15 @@ class AuditStream:
                     continue  # left open: the watermark stays before it and the next run takes it
                 await self._handle(client, item, publisher, seen_ids, state)
 
-        async def committer() -> None:
-            while True:
-                await asyncio.sleep(COMMIT_INTERVAL_SECONDS)
-                await self._commit(state)
-
-        commit_task = asyncio.create_task(committer())
+        done = asyncio.Event()
+        commit_task = asyncio.create_task(
+            commit_periodically(lambda: self._commit(state), done, COMMIT_INTERVAL_SECONDS, self._stop))
         try:
             await asyncio.gather(lister(), *(worker() for _ in range(s.fetch_concurrency)))
             await publisher.drain()
         finally:
-            commit_task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await commit_task
+            done.set()
+            await commit_task
         if publisher.error is not None:
             self._stop(publisher.error)
         try:

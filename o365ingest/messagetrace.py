@@ -36,7 +36,7 @@ from typing import Any
 
 import orjson
 
-from .audit import StreamResult, StreamStats
+from .audit import StreamResult, StreamStats, commit_periodically
 from .cursor import parse_time
 from .errors import ApiError, CheckpointConflict, O365IngestError, StreamBusy
 from .graphtrace import MAX_TOP, GraphTraceClient, TraceSource
@@ -273,12 +273,13 @@ class MessageTraceStream:
         state = _RunState(cursor=cursor, etag=etag, publisher=publisher, lost=lock_lost, live=live,
                           live_etag=live_etag)
         done = asyncio.Event()
-        commit_task = asyncio.create_task(self._committer(state, done))
+        commit_task = asyncio.create_task(
+            commit_periodically(lambda: self._commit(state), done, COMMIT_INTERVAL_SECONDS, self._stop))
         try:
             await self._read(plan, source, state, deadline)
             await publisher.drain()
         finally:
-            done.set()  # not cancelled: a save cut short would leave the ETag unknown
+            done.set()
             await commit_task
         if publisher.error is not None:
             self._stop(publisher.error)
@@ -381,18 +382,6 @@ class MessageTraceStream:
             log.info("stream %s: stopping early: %s", self.key, reason)
 
     # --- commit
-    async def _committer(self, state: _RunState, done: asyncio.Event) -> None:
-        while True:
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(done.wait(), COMMIT_INTERVAL_SECONDS)
-            if done.is_set():
-                return
-            try:
-                await self._commit(state)
-            except O365IngestError as exc:
-                self._stop(exc)
-                return
-
     async def _commit(self, state: _RunState, final: bool = False) -> None:
         """Apply the effects the sink acknowledged, in order, and save (with the quota log)."""
         acked = state.publisher.acked_through

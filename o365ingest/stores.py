@@ -96,7 +96,7 @@ class LocalCheckpointStore:
     async def save(self, key: str, data: bytes, etag: str | None) -> str:
         path = self._path(key, ".json")
         _, current_etag = await self.load(key)
-        if current_etag != etag:
+        if current_etag != etag and current_etag != self._etag(data):  # the latter: this very write, already done
             raise CheckpointConflict(f"checkpoint {key} changed since it was read (another run wrote it)")
         await asyncio.to_thread(self._replace, path, data)
         return self._etag(data)
@@ -216,6 +216,11 @@ class BlobCheckpointStore:
                 result = await blob.upload_blob(data, overwrite=True, etag=etag,
                                                 match_condition=MatchConditions.IfNotModified)
         except (ResourceExistsError, ResourceModifiedError) as exc:
+            # The SDK retries an upload whose answer was lost; when the first attempt had landed, the
+            # retry meets this run's own write, which is not a conflict.
+            current, current_etag = await self.load(key)
+            if current == data and current_etag is not None:
+                return current_etag
             raise CheckpointConflict(f"checkpoint {key} changed since it was read (another run wrote it)") from exc
         return str(result["etag"])
 

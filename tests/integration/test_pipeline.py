@@ -205,10 +205,12 @@ async def test_checkpoint_writes_detect_conflicts_and_locks_exclude(azurite, ten
     try:
         etag = await store.save("audit/t/x", b'{"version": 1}', None)
         with pytest.raises(CheckpointConflict):
-            await store.save("audit/t/x", b'{"version": 1}', None)  # create-only, already exists
+            await store.save("audit/t/x", b'{"version": 1, "other": true}', None)  # create-only, already exists
         newer = await store.save("audit/t/x", b'{"version": 1, "n": 1}', etag)
         with pytest.raises(CheckpointConflict):
             await store.save("audit/t/x", b'{"version": 1, "n": 2}', etag)  # stale ETag
+        # A retried upload whose first attempt had landed meets its own write: not a conflict.
+        assert await store.save("audit/t/x", b'{"version": 1, "n": 1}', etag) == newer
         data, current = await store.load("audit/t/x")
         assert current == newer and orjson.loads(data)["n"] == 1
         async with store.lock("audit/t/x"):
