@@ -144,8 +144,6 @@ PLATFORM_SETTINGS: tuple[str, ...] = (
     "AzureWebJobsStorage__credential",
     "AzureWebJobsStorage__clientId",
     "AzureWebJobsStorage__blobServiceUri",
-    "AzureWebJobsStorage__queueServiceUri",
-    "AzureWebJobsStorage__tableServiceUri",
 )
 
 

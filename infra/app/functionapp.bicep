@@ -26,12 +26,6 @@ param identityClientId string
 @description('Blob endpoint of the storage account (https://<account>.blob.<suffix>/).')
 param storageBlobEndpoint string
 
-@description('Queue endpoint of the storage account.')
-param storageQueueEndpoint string
-
-@description('Table endpoint of the storage account.')
-param storageTableEndpoint string
-
 @description('Blob container that Flex Consumption deploys the package to.')
 param deploymentContainerName string
 
@@ -66,8 +60,8 @@ param o365Settings object
 // Settings Azure and the Functions host read (o365ingest.settings.PLATFORM_SETTINGS).
 // Flex Consumption takes no FUNCTIONS_WORKER_RUNTIME / FUNCTIONS_EXTENSION_VERSION /
 // WEBSITE_RUN_FROM_PACKAGE: the runtime is functionAppConfig.runtime below.
-// The host needs only blobs (timer status, locks, keys): the identity has no queue or table role,
-// the queue and table endpoints are set because the settings module lists them.
+// The host needs only blobs (timer status, locks, keys), so only the blob endpoint is given: with
+// queue or table endpoints it would try to use them (diagnostic events in a table) without a role.
 var platformSettings = {
   AZURE_CLIENT_ID: identityClientId
   APPLICATIONINSIGHTS_CONNECTION_STRING: appInsightsConnectionString
@@ -75,8 +69,6 @@ var platformSettings = {
   AzureWebJobsStorage__credential: 'managedidentity'
   AzureWebJobsStorage__clientId: identityClientId
   AzureWebJobsStorage__blobServiceUri: storageBlobEndpoint
-  AzureWebJobsStorage__queueServiceUri: storageQueueEndpoint
-  AzureWebJobsStorage__tableServiceUri: storageTableEndpoint
 }
 
 resource plan 'Microsoft.Web/serverfarms@2024-04-01' = {

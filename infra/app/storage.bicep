@@ -103,5 +103,3 @@ resource containers 'Microsoft.Storage/storageAccounts/blobServices/containers@2
 output id string = storage.id
 output name string = storage.name
 output blobEndpoint string = storage.properties.primaryEndpoints.blob
-output queueEndpoint string = storage.properties.primaryEndpoints.queue
-output tableEndpoint string = storage.properties.primaryEndpoints.table
