@@ -96,7 +96,7 @@ def tls(sim: Simulator) -> ssl.SSLContext:
 
 
 def client(sim: Simulator, bearer: str | None = None) -> httpx.Client:
-    """HTTPS client trusting only the simulator CA (never verify=False)."""
+    """HTTPS client trusting only the simulator CA (certificate verification always on)."""
     headers = {"Authorization": f"Bearer {bearer}"} if bearer else {}
     return httpx.Client(base_url=sim.url, verify=tls(sim), headers=headers, timeout=30.0)
 
