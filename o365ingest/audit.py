@@ -57,6 +57,27 @@ async def commit_periodically(commit: Callable[[], Awaitable[None]], done: async
             return
 
 
+async def publish_with_commits(work: Awaitable[Any], publisher: StreamPublisher,
+                               commit: Callable[[bool], Awaitable[None]],
+                               stop: Callable[[O365IngestError], None]) -> None:
+    """A stream run's middle, the same for every stream: do the work while progress is saved every
+    ``COMMIT_INTERVAL_SECONDS``, let the sink acknowledge everything, then save a last time."""
+    done = asyncio.Event()
+    commits = asyncio.create_task(commit_periodically(lambda: commit(False), done, COMMIT_INTERVAL_SECONDS, stop))
+    try:
+        await work
+        await publisher.drain()
+    finally:
+        done.set()
+        await commits
+    if publisher.error is not None:
+        stop(publisher.error)
+    try:
+        await commit(True)
+    except CheckpointConflict as exc:
+        stop(exc)
+
+
 @dataclass
 class StreamStats:
     windows: int = 0
@@ -231,21 +252,8 @@ class AuditStream:
                     continue  # left open: the watermark stays before it and the next run takes it
                 await self._handle(client, item, publisher, seen_ids, state)
 
-        done = asyncio.Event()
-        commit_task = asyncio.create_task(
-            commit_periodically(lambda: self._commit(state), done, COMMIT_INTERVAL_SECONDS, self._stop))
-        try:
-            await asyncio.gather(lister(), *(worker() for _ in range(s.fetch_concurrency)))
-            await publisher.drain()
-        finally:
-            done.set()
-            await commit_task
-        if publisher.error is not None:
-            self._stop(publisher.error)
-        try:
-            await self._commit(state, final=True)
-        except CheckpointConflict as exc:
-            self._stop(exc)
+        await publish_with_commits(asyncio.gather(lister(), *(worker() for _ in range(s.fetch_concurrency))),
+                                   publisher, lambda final: self._commit(state, final), self._stop)
         self.stats.left_open = tracker.outstanding
         status = "ok"
         if self._stop_reason is not None:

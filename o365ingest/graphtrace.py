@@ -9,18 +9,19 @@ link of the next unread page when a run stops mid-window.
 
 from __future__ import annotations
 
+import contextlib
 import logging
-from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, ClassVar, Protocol
+from typing import Any, Protocol
 from urllib.parse import quote, urlencode, urlsplit
 
 import httpx
 import orjson
 
+from .apiclient import ApiClient
 from .clouds import MESSAGETRACE_FIRST_PARTY_APP_ID, MESSAGETRACE_ROLE
 from .errors import ApiError, UnsafeUrlError
-from .http import Backoff, retry_after_seconds, same_origin, send_with_retries
+from .http import retry_after_seconds, same_origin
 from .planning import Window
 from .quota import QuotaLimiter
 from .settings import TenantConfig
@@ -80,56 +81,25 @@ def error_body(body: bytes) -> tuple[str | None, str]:
     return None, body[:200].decode("utf-8", "replace")
 
 
-class TraceHttp:
-    """The transport both trace clients share: host pinning, quota slot, token, retries."""
+class TraceHttp(ApiClient):
+    """The transport both trace clients share: the API client's rules, paced by the tenant's quota."""
 
-    op: ClassVar[str] = "MessageTrace"
+    no_renewal_codes = frozenset({"ServicePrincipalMissing"})
 
     def __init__(self, http: httpx.AsyncClient, base_url: str, tenant: TenantConfig, tokens: TenantTokens,
-                 resource: str, limiter: QuotaLimiter, *, max_attempts: int = 6, backoff: Backoff | None = None,
-                 deadline: Callable[[], float] | None = None,
-                 on_request: Callable[[str, int, str | None], None] | None = None,
-                 on_retry: Callable[[str], None] | None = None) -> None:
-        self.http = http
-        self.base_url = base_url.rstrip("/")
-        self.tenant = tenant
-        self.tokens = tokens
-        self.resource = resource
+                 resource: str, limiter: QuotaLimiter, **options: Any) -> None:
+        super().__init__(http, base_url, tenant, tokens, resource, **options)
         self.limiter = limiter
-        self.max_attempts = max_attempts
-        self.backoff = backoff or Backoff()
-        self.deadline = deadline or (lambda: float("inf"))
-        self.on_request = on_request
-        self.on_retry = on_retry or (lambda op: None)  # the retries metric, like the Management API client's
-        self.retries = 0
-        self.throttled = 0
 
     async def get(self, url: str, op: str) -> httpx.Response:
-        if not same_origin(url, self.base_url):
-            raise UnsafeUrlError(f"{op}: refusing to send a token to {urlsplit(url).hostname}")
-        return await send_with_retries(
-            self.http, "GET", url, op=op, token=self._token, classify=self.classify,
-            slot=lambda: self.limiter.slot(self.deadline()), max_attempts=self.max_attempts, backoff=self.backoff,
-            deadline=self.deadline, renew_token=self._renew, on_request=self.on_request, on_retry=self._retrying,
-            headers={"Accept": "application/json"})
+        return await self.send("GET", url, op=op, headers={"Accept": "application/json"})
 
-    async def _token(self) -> str:
-        return (await self.tokens.get(self.resource)).access_token
+    def slot(self) -> contextlib.AbstractAsyncContextManager[None]:
+        return self.limiter.slot(self.deadline())
 
-    async def _renew(self, error: ApiError) -> bool:
-        """A 401 gets one fresh token, unless it says what is missing (a new token cannot fix that)."""
-        if error.code == "ServicePrincipalMissing":
-            return False
-        await self.tokens.invalidate()
-        return True
-
-    def _retrying(self, op: str, error: ApiError, attempt: int, delay: float) -> None:
-        self.retries += 1
-        self.on_retry(op)
+    def retrying(self, error: ApiError, delay: float) -> None:
         if error.status == 429:
             self.limiter.defer(delay)  # the tenant's quota is spent: every stream of the tenant waits
-        log.info("%s %s: %s; retry %d of %d in %.1fs", op, self.tenant.tenant_id, error.message, attempt,
-                 self.max_attempts - 1, delay)
 
     def classify(self, op: str, response: httpx.Response) -> ApiError:
         status = response.status_code

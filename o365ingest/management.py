@@ -10,9 +10,10 @@ never goes anywhere else.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -21,10 +22,11 @@ from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 import httpx
 import orjson
 
+from .apiclient import ApiClient
 from .clouds import MANAGEMENT_DLP_ROLE, MANAGEMENT_ROLE
 from .cursor import parse_time
 from .errors import ApiError, BadContentError, UnsafeUrlError
-from .http import Backoff, RateLimiter, acquired, retry_after_seconds, same_origin, send_with_retries
+from .http import RateLimiter, acquired, retry_after_seconds, same_origin
 from .planning import Window, format_api_time
 from .settings import TenantConfig
 from .tokens import TenantTokens
@@ -47,7 +49,6 @@ FATAL_REMEDIES: dict[str, str] = {
     "AF20031": "The API refused a NextPageUri; the window will be listed again next run.",
 }
 AUDIT_OFF_MARKER = "does not exist"
-TOKEN_REUSE_SECONDS = 60.0
 
 
 @dataclass(frozen=True)
@@ -89,25 +90,14 @@ def with_publisher(url: str, publisher_id: str) -> str:
     return urlunsplit(parts._replace(query=urlencode(query, safe=":$")))
 
 
-class ManagementClient:
+class ManagementClient(ApiClient):
+    no_renewal_codes = frozenset({"AF10001"})  # the app lacks the permission: a new token has the same roles
+
     def __init__(self, http: httpx.AsyncClient, base_url: str, tenant: TenantConfig, tokens: TenantTokens,
-                 resource: str, limiter: RateLimiter, *, max_attempts: int = 6, backoff: Backoff | None = None,
-                 deadline: Callable[[], float] | None = None, on_request: Callable[[str, int, str | None], None]
-                 | None = None, on_retry: Callable[[str], None] | None = None) -> None:
-        self.http = http
-        self.base_url = base_url.rstrip("/")
-        self.feed = f"{self.base_url}/api/v1.0/{tenant.tenant_id}/activity/feed"
-        self.tenant = tenant
-        self.tokens = tokens
-        self.resource = resource
+                 resource: str, limiter: RateLimiter, **options: Any) -> None:
+        super().__init__(http, base_url, tenant, tokens, resource, **options)
         self.limiter = limiter
-        self.max_attempts = max_attempts
-        self.backoff = backoff or Backoff()
-        self.deadline = deadline or (lambda: float("inf"))
-        self.on_request = on_request or (lambda op, status, code: None)
-        self.on_retry = on_retry or (lambda op: None)
-        self.retries = 0
-        self.throttled = 0
+        self.feed = f"{self.base_url}/api/v1.0/{tenant.tenant_id}/activity/feed"
 
     # --- operations
     async def list_content(self, content_type: str, window: Window) -> AsyncIterator[list[ContentItem]]:
@@ -175,49 +165,20 @@ class ManagementClient:
     # --- transport
     async def request(self, method: str, url: str, *, op: str) -> httpx.Response:
         """One API call with pacing, token, PublisherIdentifier, retries and error classification."""
-        if not same_origin(url, self.base_url):
-            raise UnsafeUrlError(f"refusing to send a token to {urlsplit(url).hostname}")
-        return await send_with_retries(
-            self.http, method, with_publisher(url, self.tenant.publisher_id), op=op, token=self._token,
-            classify=self._classify, slot=lambda: acquired(self.limiter), max_attempts=self.max_attempts,
-            backoff=self.backoff, deadline=self.deadline, renew_token=self._renew,
-            on_request=self.on_request, on_retry=self._retrying)
+        return await self.send(method, url, op=op)
 
-    # The bearer token, reused between requests: MSAL's cache lookup runs in a worker thread and
-    # decodes the token, which cost more CPU per blob than the request itself.
-    _bearer: str | None = None
-    _bearer_until = 0.0
+    def prepare(self, url: str) -> str:
+        return with_publisher(url, self.tenant.publisher_id)  # on every call, blob GETs included
 
-    async def _token(self) -> str:
-        now = time.monotonic()
-        if self._bearer is not None and now < self._bearer_until:
-            return self._bearer
-        token = await self.tokens.get(self.resource)
-        # At most a minute, and never into the last five minutes of the token's life (MSAL renews there).
-        self._bearer_until = now + min(TOKEN_REUSE_SECONDS, token.expires_in - 300)
-        self._bearer = token.access_token
-        return token.access_token
-
-    async def _renew(self, error: ApiError) -> bool:
-        """A 401 gets one fresh token, unless it names a missing permission (a new token cannot fix that)."""
-        if error.code == "AF10001":
-            return False
-        self._bearer = None
-        await self.tokens.invalidate()
-        return True
-
-    def _retrying(self, op: str, error: ApiError, attempt: int, delay: float) -> None:
-        self.retries += 1
-        self.on_retry(op)
-        log.info("%s %s: %s; retry %d of %d in %.1fs", op, self.tenant.tenant_id, error.message, attempt,
-                 self.max_attempts - 1, delay)
+    def slot(self) -> contextlib.AbstractAsyncContextManager[None]:
+        return acquired(self.limiter)
 
     async def _sleep(self, delay: float, error: Exception) -> None:
         if time.monotonic() + delay > self.deadline():
             raise error  # waiting would overrun the run's time budget; the next run continues
         await asyncio.sleep(delay)
 
-    def _classify(self, op: str, response: httpx.Response) -> ApiError:
+    def classify(self, op: str, response: httpx.Response) -> ApiError:
         status = response.status_code
         code, message = error_code(response.content)
         retry_after = retry_after_seconds(response)

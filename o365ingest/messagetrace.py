@@ -23,7 +23,6 @@ together they stay within the tenant's share.
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import hashlib
 import logging
@@ -36,15 +35,15 @@ from typing import Any
 
 import orjson
 
-from .audit import StreamResult, StreamStats, commit_periodically
+from .audit import StreamResult, StreamStats, publish_with_commits
 from .cursor import parse_time
-from .errors import ApiError, CheckpointConflict, O365IngestError, StreamBusy
+from .errors import ApiError, O365IngestError, StreamBusy
 from .graphtrace import MAX_TOP, GraphTraceClient, TraceSource
 from .outcomes import PublishOutcomes
 from .planning import Window
 from .publisher import StreamPublisher
 from .quota import QuotaExhausted
-from .runtime import Runtime, metric_code
+from .runtime import ApiMetrics, Runtime
 from .rwstrace import RwsTraceClient
 from .settings import MESSAGETRACE_STREAM, TenantConfig
 from .sinks import StreamKey
@@ -64,7 +63,6 @@ from .tracecursor import (
 
 log = logging.getLogger(__name__)
 
-COMMIT_INTERVAL_SECONDS = 2.0
 
 
 def live_checkpoint_key(tenant_id: str) -> str:
@@ -153,31 +151,23 @@ async def trace_source(runtime: Runtime, tenant: TenantConfig, deadline: float,
                        page_size: int = MAX_TOP, stats: TraceStats | None = None) -> TraceSource:
     """The configured client (Graph by default), paced by the tenant's quota limiter."""
     s = runtime.settings
-    instruments = runtime.instruments
-    attributes = {"tenant": tenant.tenant_id, "stream": MESSAGETRACE_STREAM}
+    metrics = ApiMetrics(runtime.instruments, {"tenant": tenant.tenant_id, "stream": MESSAGETRACE_STREAM})
 
     def count(op: str, status: int, code: str | None) -> None:
-        instruments.api_requests.add(1, {**attributes, "operation": op, "status": str(status),
-                                         "code": metric_code(code)})
+        metrics.request(op, status, code)
         if stats is not None:
             stats.requests += 1
-        if status == 429:
-            instruments.throttled.add(1, attributes)
-            if stats is not None:
-                stats.throttled += 1
-
-    def retried(op: str) -> None:
-        instruments.retries.add(1, {**attributes, "operation": op})
+            stats.throttled += status == 429
 
     tokens = await runtime.tokens.for_tenant(tenant)
     limiter = runtime.pacing(tenant).graph_limiter
     if s.messagetrace_source == "rws":
         return RwsTraceClient(runtime.http, s.endpoints.reporting_url, tenant, tokens, s.endpoints.reporting_resource,
                               limiter, max_attempts=s.max_attempts, deadline=lambda: deadline, on_request=count,
-                              on_retry=retried)
+                              on_retry=metrics.retry)
     return GraphTraceClient(runtime.http, s.endpoints.graph_url, tenant, tokens, s.endpoints.graph_resource,
                             limiter, max_attempts=s.max_attempts, deadline=lambda: deadline, on_request=count,
-                            on_retry=retried, page_size=page_size)
+                            on_retry=metrics.retry, page_size=page_size)
 
 
 class MessageTraceStream:
@@ -272,21 +262,8 @@ class MessageTraceStream:
                                     on_failed=self.outcomes.send_failed)
         state = _RunState(cursor=cursor, etag=etag, publisher=publisher, lost=lock_lost, live=live,
                           live_etag=live_etag)
-        done = asyncio.Event()
-        commit_task = asyncio.create_task(
-            commit_periodically(lambda: self._commit(state), done, COMMIT_INTERVAL_SECONDS, self._stop))
-        try:
-            await self._read(plan, source, state, deadline)
-            await publisher.drain()
-        finally:
-            done.set()
-            await commit_task
-        if publisher.error is not None:
-            self._stop(publisher.error)
-        try:
-            await self._commit(state, final=True)
-        except CheckpointConflict as exc:
-            self._stop(exc)
+        await publish_with_commits(self._read(plan, source, state, deadline), publisher,
+                                   lambda final: self._commit(state, final), self._stop)
         status = "ok"
         if self._stop_reason is not None:
             status = "failed"

@@ -40,6 +40,23 @@ def metric_code(code: str | None) -> str:
     return code if _METRIC_CODE.match(code) else "other"
 
 
+class ApiMetrics:
+    """One client's requests (by operation, status and error code), throttled answers and retries."""
+
+    def __init__(self, instruments: Instruments, attributes: dict[str, str]) -> None:
+        self.instruments = instruments
+        self.attributes = attributes
+
+    def request(self, op: str, status: int, code: str | None) -> None:
+        self.instruments.api_requests.add(1, {**self.attributes, "operation": op, "status": str(status),
+                                              "code": metric_code(code)})
+        if status == 429 or code == "AF429":  # the Management API also throttles with 403 AF429
+            self.instruments.throttled.add(1, self.attributes)
+
+    def retry(self, op: str) -> None:
+        self.instruments.retries.add(1, {**self.attributes, "operation": op})
+
+
 @dataclass
 class TenantPacing:
     """Shared by every stream of one tenant: Microsoft's budgets are per tenant."""
@@ -95,22 +112,12 @@ class Runtime:
 
     async def management(self, tenant: TenantConfig, deadline: Callable[[], float] | None = None,
                          stream: str = "") -> ManagementClient:
-        instruments = self.instruments
-        attributes = {"tenant": tenant.tenant_id, "stream": stream}
-
-        def count(op: str, status: int, code: str | None) -> None:
-            instruments.api_requests.add(1, {**attributes, "operation": op, "status": str(status),
-                                             "code": metric_code(code)})
-            if code == "AF429" or status == 429:
-                instruments.throttled.add(1, attributes)
-
-        def retried(op: str) -> None:
-            instruments.retries.add(1, {**attributes, "operation": op})
-
+        metrics = ApiMetrics(self.instruments, {"tenant": tenant.tenant_id, "stream": stream})
         return ManagementClient(
             self.http, self.settings.endpoints.management_url, tenant, await self.tokens.for_tenant(tenant),
             self.settings.endpoints.management_resource, self.pacing(tenant).limiter,
-            max_attempts=self.settings.max_attempts, deadline=deadline, on_request=count, on_retry=retried)
+            max_attempts=self.settings.max_attempts, deadline=deadline, on_request=metrics.request,
+            on_retry=metrics.retry)
 
     async def close(self) -> None:
         await self.sink.close()

@@ -5,7 +5,7 @@ import time
 import httpx
 import respx
 
-from o365ingest import management
+from o365ingest import apiclient, management
 from o365ingest.tokens import Token
 from tests.unit.test_management import FEED, FakeTokens, client, item
 
@@ -55,7 +55,7 @@ async def test_a_token_near_its_expiry_or_older_than_a_minute_is_asked_for_again
     fresh = FakeTokens()
     c = client(fresh)
     await c.fetch_blob(item())
-    assert c._bearer_until - time.monotonic() <= management.TOKEN_REUSE_SECONDS
+    assert c._bearer_until - time.monotonic() <= apiclient.TOKEN_REUSE_SECONDS
     c._bearer_until = time.monotonic() - 1  # a minute later
     await c.fetch_blob(item())
     assert fresh.issued == 2
