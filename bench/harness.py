@@ -25,7 +25,7 @@ from bench.workloads import (
     Scale,
     Workload,
 )
-from m365sim.testing import Simulator
+from m365sim.testing import Simulator, most_in_any_span
 
 SCHEMA = "o365ingest-bench/1"
 ROOT = Path(__file__).resolve().parent.parent
@@ -144,7 +144,7 @@ class Bench:
             "errors": sum(1 for e in ledger if (e.get("status") or 0) >= 400),
             "first": (stamps[0] - wall_start) if stamps else None,
             "last": (stamps[-1] - wall_start) if stamps else None,
-            "max_in_60s": max_in_window(stamps, 60.0),
+            "max_in_60s": most_in_any_span(stamps, 60.0),
         }
         result["api"]["stamps"] = [round(s - wall_start, 3) for s in stamps]
         return result
@@ -316,15 +316,6 @@ def raw_figures(raw: dict[str, Any]) -> dict[str, Any]:
         "wall_s": wall,
         "cpu_s": raw["cpu_seconds"],
     }
-
-
-def max_in_window(stamps: list[float], span: float) -> int:
-    best = start = 0
-    for end, moment in enumerate(stamps):
-        while moment - stamps[start] >= span:
-            start += 1
-        best = max(best, end - start + 1)
-    return best
 
 
 def per_second(stamps: list[float]) -> list[int]:

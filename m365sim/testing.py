@@ -294,3 +294,15 @@ class Simulator:
         if lifetime_seconds is not None:
             body["lifetime_seconds"] = lifetime_seconds
         return str(self._call("POST", "/_sim/tokens", json=body)["access_token"])
+
+
+def most_in_any_span(moments: list[float], span: float) -> int:
+    """The most ledger entries (by timestamp) inside any half-open interval of ``span`` seconds:
+    how budgets and quotas are judged, e.g. "at most 2,000 requests in any 60 s"."""
+    moments = sorted(moments)
+    best = start = 0
+    for end, moment in enumerate(moments):
+        while moment - moments[start] >= span:
+            start += 1
+        best = max(best, end - start + 1)
+    return best

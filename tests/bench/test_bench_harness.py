@@ -13,14 +13,15 @@ from pathlib import Path
 import pytest
 
 from bench.__main__ import main as bench_main
-from bench.harness import max_in_window, run_bench
+from bench.harness import run_bench
 from bench.workloads import PARTS, TENANT_BUDGET_PER_MINUTE, TINY
+from m365sim.testing import most_in_any_span
 
 
-def test_max_in_window_counts_the_busiest_span() -> None:
-    assert max_in_window([], 60.0) == 0
-    assert max_in_window([0.0, 1.0, 59.9, 60.0, 61.0], 60.0) == 3  # a span is open at its end: 0.0 and 60.0 never count together
-    assert max_in_window([0.0, 30.0, 60.5, 61.0, 89.0], 60.0) == 4  # [30, 89]
+def test_most_in_any_span_counts_the_busiest_span() -> None:
+    assert most_in_any_span([], 60.0) == 0
+    assert most_in_any_span([0.0, 1.0, 59.9, 60.0, 61.0], 60.0) == 3  # a span is open at its end: 0.0 and 60.0 never count together
+    assert most_in_any_span([0.0, 30.0, 60.5, 61.0, 89.0], 60.0) == 4  # [30, 89]
 
 
 def test_tiny_bench_runs_every_part_and_its_counts_add_up(tmp_path: Path) -> None:

@@ -24,7 +24,7 @@ import orjson
 import pytest
 from azure.functions.timer import TimerRequest
 
-from m365sim.testing import Simulator
+from m365sim.testing import Simulator, most_in_any_span
 from o365ingest import cli
 from o365ingest.messagetrace import MessageTraceStream
 from o365ingest.planning import Window
@@ -97,16 +97,6 @@ def published(recorder: EventHubRecorder) -> dict[str, list[tuple[str, bool]]]:
         p = event.properties
         out[row_key(p["traceId"], p["recipientAddress"])].append((p["status"], p["update"]))
     return out
-
-
-def most_in_any_span(moments: list[float], span: float) -> int:
-    moments = sorted(moments)
-    best, start = 0, 0
-    for end, moment in enumerate(moments):
-        while moment - moments[start] >= span:
-            start += 1
-        best = max(best, end - start + 1)
-    return best
 
 
 def graph_ledger(sim: Simulator, tenant: str, since: int) -> list[dict[str, Any]]:

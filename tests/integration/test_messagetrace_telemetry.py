@@ -7,13 +7,12 @@ one send (retried). A backfill afterwards is counted as such and reports no wate
 
 from __future__ import annotations
 
-from collections import defaultdict
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
 from opentelemetry.sdk.metrics import MeterProvider
-from opentelemetry.sdk.metrics.export import HistogramDataPoint, InMemoryMetricReader
+from opentelemetry.sdk.metrics.export import InMemoryMetricReader
 
 from o365ingest.planning import Window
 from o365ingest.runner import run_messagetrace
@@ -21,28 +20,9 @@ from o365ingest.runtime import Runtime
 from o365ingest.settings import load_settings
 from o365ingest.telemetry import Instruments
 from tests.fakes import EventHubRecorder, failing_sends
+from tests.integration.metrics_support import collect, total
 
 STREAM = "MessageTrace"
-Points = dict[str, list[tuple[dict[str, Any], Any]]]
-
-
-def collect(reader: InMemoryMetricReader) -> Points:
-    points: Points = defaultdict(list)
-    data = reader.get_metrics_data()
-    for resource in data.resource_metrics if data else []:
-        for scope in resource.scope_metrics:
-            for metric in scope.metrics:
-                for point in metric.data.data_points:
-                    points[metric.name].append((dict(point.attributes or {}), point))
-    return points
-
-
-def total(points: Points, name: str, **where: str) -> float:
-    found = 0.0
-    for attributes, point in points.get(name, []):
-        if all(attributes.get(k) == v for k, v in where.items()):
-            found += point.count if isinstance(point, HistogramDataPoint) else point.value
-    return found
 
 
 def metered() -> tuple[InMemoryMetricReader, Instruments]:

@@ -10,7 +10,7 @@ from datetime import UTC, datetime, timedelta
 import orjson
 import pytest
 
-from m365sim.testing import Simulator
+from m365sim.testing import Simulator, most_in_any_span
 from o365ingest.audit import AuditStream
 from o365ingest.cursor import AuditCursor
 from o365ingest.errors import CheckpointConflict, StreamBusy
@@ -36,16 +36,6 @@ def iso(moment: datetime) -> str:
 
 def window_refusals(sim: Simulator, since: int) -> list[dict]:
     return [r for r in sim.ledger(since=since) if r.get("error_code") in ("AF20030", "AF20055", "AF20031")]
-
-
-def max_in_any_window(timestamps: list[float], span: float) -> int:
-    timestamps = sorted(timestamps)
-    best, start = 0, 0
-    for end, moment in enumerate(timestamps):
-        while moment - timestamps[start] >= span:
-            start += 1
-        best = max(best, end - start + 1)
-    return best
 
 
 async def test_completeness_50k_records_with_faults_and_throttling(sim, tenants, azurite):
@@ -87,9 +77,9 @@ async def test_request_rate_stays_within_the_configured_budget(sim, tenants):
     stamps = [r["ts"] for r in sim.ledger(since=since) if r.get("tenant") == tenant
               and r["service"] in ("list", "blob", "subscriptions")]
     assert len(stamps) > 100
-    assert max_in_any_window(stamps, 60.0) <= 300
+    assert most_in_any_span(stamps, 60.0) <= 300
     # and it really used the budget: about 300/61 per second once the first second's burst is spent
-    assert max_in_any_window(stamps, 10.0) >= 35
+    assert most_in_any_span(stamps, 10.0) >= 35
 
 
 async def test_late_blob_is_found_by_the_overlap_and_nothing_is_published_twice(sim, tenants):

@@ -12,14 +12,13 @@ from __future__ import annotations
 import logging
 import re
 import uuid
-from collections import defaultdict
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 import pytest
 from opentelemetry.sdk.metrics import MeterProvider
-from opentelemetry.sdk.metrics.export import HistogramDataPoint, InMemoryMetricReader
+from opentelemetry.sdk.metrics.export import InMemoryMetricReader
 
 from o365ingest.doctor import run_doctor
 from o365ingest.planning import Window
@@ -29,33 +28,14 @@ from o365ingest.settings import load_settings
 from o365ingest.telemetry import Instruments
 from tests.fakes import EventHubRecorder, failing_sends
 from tests.integration.conftest import CLIENT_SECRET
+from tests.integration.metrics_support import Points, collect, total
 
 STREAMS = ("Audit.Exchange", "Audit.General")
 KQL = Path(__file__).resolve().parents[2] / "infra" / "app" / "kql"
-Points = dict[str, list[tuple[dict[str, Any], Any]]]
 
 
 def iso(moment: datetime) -> str:
     return moment.strftime("%Y-%m-%dT%H:%M:%S.000Z")
-
-
-def collect(reader: InMemoryMetricReader) -> Points:
-    points: Points = defaultdict(list)
-    data = reader.get_metrics_data()
-    for resource in data.resource_metrics if data else []:
-        for scope in resource.scope_metrics:
-            for metric in scope.metrics:
-                for point in metric.data.data_points:
-                    points[metric.name].append((dict(point.attributes or {}), point))
-    return points
-
-
-def total(points: Points, name: str, **where: str) -> float:
-    found = 0.0
-    for attributes, point in points.get(name, []):
-        if all(attributes.get(k) == v for k, v in where.items()):
-            found += point.count if isinstance(point, HistogramDataPoint) else point.value
-    return found
 
 
 def attribute_sets(points: Points, name: str) -> list[dict[str, Any]]:

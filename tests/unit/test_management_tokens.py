@@ -5,7 +5,7 @@ import time
 import httpx
 import respx
 
-from o365ingest import apiclient, management
+from o365ingest import apiclient
 from o365ingest.tokens import Token
 from tests.unit.test_management import FEED, FakeTokens, client, item
 

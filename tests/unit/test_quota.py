@@ -5,18 +5,9 @@ import time
 
 import pytest
 
+from m365sim.testing import most_in_any_span
 from o365ingest.quota import QuotaExhausted, QuotaLimiter, share_limit, union_times
 from o365ingest.tracecursor import TraceCursor
-
-
-def most_in_any_span(moments, span):
-    moments = sorted(moments)
-    best, start = 0, 0
-    for end, moment in enumerate(moments):
-        while moment - moments[start] >= span:
-            start += 1
-        best = max(best, end - start + 1)
-    return best
 
 
 def test_share_of_the_tenant_quota():
