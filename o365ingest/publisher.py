@@ -73,7 +73,8 @@ class StreamPublisher:
         if self.error is not None:
             raise self.error
         if self.envelope:
-            return await self._add_to_envelope(body, properties)
+            queued, _ = await self.add_bodies([body], lambda i: properties)
+            return self._seq if queued else 0
         return await self._add_event(body, properties)
 
     async def _add_event(self, body: bytes, properties: Mapping[str, Any]) -> int:
@@ -89,20 +90,6 @@ class StreamPublisher:
             return self._seq
         await self.on_oversize(body, properties)
         return 0
-
-    async def _add_to_envelope(self, body: bytes, properties: Mapping[str, Any]) -> int:
-        await self._current()
-        limit = self._envelope_limit
-        overhead = len(ENVELOPE_HEAD) + len(ENVELOPE_TAIL)
-        if len(body) + overhead > limit:
-            await self.on_oversize(body, properties)
-            return 0
-        if self._pending and self._pending_size + 1 + len(body) + overhead > limit:
-            await self._close_envelope()
-            await self._current()  # the record goes into the next batch: its number is the one returned
-        self._pending.append(body)
-        self._pending_size += len(body) + (1 if len(self._pending) > 1 else 0)
-        return self._seq
 
     async def add_bodies(self, bodies: list[bytes],
                          properties: Callable[[int], Mapping[str, Any]]) -> tuple[int, int]:
