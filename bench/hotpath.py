@@ -9,6 +9,7 @@ queues, listing, checkpoints) is missing.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -56,10 +57,13 @@ def run(mode: str, blobs: list[tuple[Any, bytes]], tenant_id: str, directory: Pa
     raise ValueError(f"unknown mode {mode!r}")
 
 
-def _record_events(blobs: list[tuple[Any, bytes]], tenant_id: str) -> dict[str, int]:
+def _one_per_event(blobs: list[tuple[Any, bytes]], tenant_id: str, new_batch: Callable[[], Any],
+                   close: Callable[[Any], None]) -> dict[str, int]:
+    """One event (or line) per record, as the publisher's one-record-per-event path: ``close`` takes a
+    full batch (counts or writes it)."""
     is_new = _id_set()
     records = duplicates = size = events = batches = 0
-    batch = _new_batch()
+    batch = new_batch()
     record_event = audit.record_event
     for item, body in blobs:
         for record in parse_blob(body):
@@ -69,16 +73,23 @@ def _record_events(blobs: list[tuple[Any, bytes]], tenant_id: str) -> dict[str, 
                 continue
             data, properties = record_event(record, item, tenant_id)
             if not batch.try_add(data, properties):
+                close(batch)
                 events += len(batch)
                 batches += 1
-                batch = _new_batch()
+                batch = new_batch()
                 batch.try_add(data, properties)
             records += 1
             size += len(data)
-    events += len(batch)
-    batches += 1 if len(batch) else 0
+    if len(batch):
+        close(batch)
+        events += len(batch)
+        batches += 1
     return {"records": records, "duplicates": duplicates, "record_bytes": size, "events": events,
             "batches": batches}
+
+
+def _record_events(blobs: list[tuple[Any, bytes]], tenant_id: str) -> dict[str, int]:
+    return _one_per_event(blobs, tenant_id, _new_batch, lambda batch: None)
 
 
 def _envelopes(blobs: list[tuple[Any, bytes]], tenant_id: str) -> dict[str, int]:
@@ -127,32 +138,10 @@ def _envelopes(blobs: list[tuple[Any, bytes]], tenant_id: str) -> dict[str, int]
 
 
 def _lines(blobs: list[tuple[Any, bytes]], tenant_id: str, directory: Path) -> dict[str, int]:
-    is_new = _id_set()
     sink = sinks.FileSink(directory, 1 << 40)
     path = directory / "raw.jsonl"
-    records = duplicates = size = batches = 0
-    batch = sinks.LinesBatch(sink.BATCH_BYTES)
 
     def write(lines: sinks.LinesBatch) -> None:
         sink._write(path, b"\n".join(lines.lines) + b"\n")
 
-    record_event = audit.record_event
-    for item, body in blobs:
-        for record in parse_blob(body):
-            record_id = record.get("Id")
-            if isinstance(record_id, str) and not is_new(record_id):
-                duplicates += 1
-                continue
-            data, properties = record_event(record, item, tenant_id)
-            if not batch.try_add(data, properties):
-                write(batch)
-                batches += 1
-                batch = sinks.LinesBatch(sink.BATCH_BYTES)
-                batch.try_add(data, properties)
-            records += 1
-            size += len(data)
-    if len(batch):
-        write(batch)
-        batches += 1
-    return {"records": records, "duplicates": duplicates, "record_bytes": size, "events": records,
-            "batches": batches}
+    return _one_per_event(blobs, tenant_id, lambda: sinks.LinesBatch(sink.BATCH_BYTES), write)
